@@ -1,0 +1,287 @@
+"""The public Python API: `SurgicalAgent` answers questions about surgical cases.
+
+agent = SurgicalAgent.from_settings()
+result = agent.invoke("When is the clipper first used?", case="video.mp4")
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+)
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel
+
+from agent.errors import UserError
+from agent.prompts import load_prompt
+from agent.settings import Settings, get_settings
+from graphs.case_review import build_case_review_graph, recursion_limit
+from graphs.context import RunContext
+from graphs.nodes import Prompts
+from graphs.result import AnswerResult
+from tools.video import Case, CaseCache, make_video_tools, open_case
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph.state import CompiledStateGraph
+
+    from graphs.protocols import PlannerModel
+    from tools.vision import VisionBackend
+
+__all__ = ["AgentEvent", "AnswerResult", "SurgicalAgent"]
+
+logger = logging.getLogger(__name__)
+
+
+class AgentEvent(BaseModel):
+    """One event of a streamed run.
+
+    Attributes:
+        kind: ``token`` (answer text), ``reasoning`` (thinking text), ``tool_call``,
+            ``tool_result`` or ``answer`` (the last event, carrying ``result``).
+        text: The text of a token, reasoning piece or tool result.
+        tool: The tool of a tool call or result.
+        args: The arguments of a tool call.
+        error: Whether a tool result is an error.
+        result: The final `AnswerResult` (``answer`` events only).
+    """
+
+    kind: Literal["token", "reasoning", "tool_call", "tool_result", "answer"]
+    text: str = ""
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    error: bool = False
+    result: AnswerResult | None = None
+
+
+def default_tools(settings: Settings) -> list[BaseTool]:
+    """The tools offered for these settings (only those whose models are configured)."""
+    return make_video_tools()
+
+
+class SurgicalAgent:
+    """Answers questions about a surgical case with a planner model and tools.
+
+    Build it with `from_settings`. Sessions are LangGraph threads: pass the same
+    ``thread_id`` to continue a conversation; a thread stays with its first case.
+
+    Attributes:
+        settings: The resolved settings.
+        graph: The compiled LangGraph graph (``invoke``/``stream``/``astream_events`` work).
+        cache: The case cache.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        planner: PlannerModel,
+        *,
+        vision: VisionBackend | None = None,
+        tools: list[BaseTool] | None = None,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+    ) -> None:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        self.settings = settings
+        self.planner = planner
+        self.vision = vision
+        self.tools = tools if tools is not None else default_tools(settings)
+        self.cache = CaseCache(settings.cache_dir)
+        prompts = Prompts(system=load_prompt("planner_system"), final=load_prompt("final_answer"))
+        self.graph: CompiledStateGraph[Any, RunContext, Any, Any] = build_case_review_graph(
+            self.tools, prompts, checkpointer=checkpointer or InMemorySaver()
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        planner: PlannerModel | None = None,
+        vision: VisionBackend | None = None,
+        sessions: Literal["memory", "sqlite"] = "memory",
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        **overrides: Any,
+    ) -> SurgicalAgent:
+        """Build an agent from settings (`get_settings` plus ``overrides`` by default).
+
+        Args:
+            settings: Settings to use instead of the resolved ones.
+            planner: A ready planner model instead of the configured backend (tests, notebooks).
+            vision: A ready perception backend instead of the configured one.
+            sessions: ``memory`` (sessions live as long as the agent) or ``sqlite``
+                (kept in ``settings.sessions_db``, surviving restarts).
+            checkpointer: Any LangGraph checkpointer; overrides ``sessions``.
+            **overrides: Settings overrides, e.g. ``step_budget=4``.
+
+        Raises:
+            ConfigError: If the planner model cannot be reached; the message says how to
+                configure it.
+        """
+        settings = settings or get_settings(**overrides)
+        if planner is None:
+            from agent.backends import load_backend
+
+            backend = load_backend(settings.planner)
+            backend.check()
+            planner = backend
+        if checkpointer is None and sessions == "sqlite":
+            checkpointer = sqlite_checkpointer(settings.sessions_db)
+        return cls(settings, planner, vision=vision, checkpointer=checkpointer)
+
+    def open_case(self, case: str | Path | Case) -> Case:
+        """Open a case by video path, frame folder or indexed case id.
+
+        Raises:
+            CaseError: If it is missing, unreadable or unknown.
+        """
+        return case if isinstance(case, Case) else open_case(case, self.cache)
+
+    def _context(self, case: Case) -> RunContext:
+        return RunContext(
+            case=case,
+            cache=self.cache,
+            planner=self.planner,
+            vision=self.vision,
+            step_budget=self.settings.step_budget,
+            frame_budget=self.settings.frame_budget,
+            tool_retries=self.settings.tool_retries,
+            max_image_side=self.settings.planner.max_image_side,
+            settings=self.settings,
+        )
+
+    def _prepare(
+        self, question: str, case: str | Path | Case | None, thread_id: str | None
+    ) -> tuple[dict[str, Any], RunnableConfig, RunContext]:
+        if not question.strip():
+            raise UserError("the question is empty; ask something about the case")
+        thread_id = thread_id or uuid.uuid4().hex
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread_id},
+            "recursion_limit": recursion_limit(self.settings.step_budget),
+        }
+        known = self.graph.get_state(config).values.get("case_id")
+        if case is None:
+            if known is None:
+                raise UserError(f"session {thread_id!r} is new: say which case it is about")
+            case = known
+        opened = self.open_case(case)
+        if known is not None and known != opened.id:
+            raise UserError(
+                f"session {thread_id!r} is about case {known!r}, not {opened.id!r}; "
+                "start a new session for another case"
+            )
+        inputs = {
+            "messages": [HumanMessage(content=question)],
+            "case_id": opened.id,
+            "error": None,
+            "result": None,
+        }
+        return inputs, config, self._context(opened)
+
+    def invoke(
+        self, question: str, *, case: str | Path | Case | None = None, thread_id: str | None = None
+    ) -> AnswerResult:
+        """Answer ``question`` about ``case`` (or the session's case) and return the result.
+
+        Raises:
+            CaseError: If the case cannot be opened.
+            UserError: If the session is about another case, or the question is empty.
+        """
+        inputs, config, context = self._prepare(question, case, thread_id)
+        state = self.graph.invoke(inputs, config, context=context)
+        return self._result(state, config)
+
+    def stream(
+        self, question: str, *, case: str | Path | Case | None = None, thread_id: str | None = None
+    ) -> Iterator[AgentEvent]:
+        """Like `invoke`, but yield tokens, thinking and tool steps as they happen.
+
+        The last event has ``kind="answer"`` and carries the `AnswerResult`.
+        """
+        inputs, config, context = self._prepare(question, case, thread_id)
+        state: dict[str, Any] = {}
+        for mode, payload in self.graph.stream(
+            inputs,
+            config,
+            context=context,
+            stream_mode=["messages", "updates"],
+        ):
+            if mode == "messages":
+                yield from _token_events(*payload)
+            elif mode == "updates" and isinstance(payload, dict):
+                for node, update in payload.items():
+                    if update:
+                        state.update(update)
+                        yield from _step_events(node, update)
+        final = self.graph.get_state(config).values
+        yield AgentEvent(kind="answer", result=self._result(final, config))
+
+    def history(self, thread_id: str) -> list[BaseMessage]:
+        """The messages of a session so far (empty for an unknown session)."""
+        state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return list(state.values.get("messages", []))
+
+    def session_evidence(self, thread_id: str) -> list[dict[str, Any]]:
+        """Every evidence item cited in a session so far."""
+        state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return list(state.values.get("evidence", []))
+
+    def last_result(self, thread_id: str) -> AnswerResult | None:
+        """The session's most recent answer, if any."""
+        state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        raw = state.values.get("result")
+        return AnswerResult.model_validate(raw) if raw else None
+
+    @staticmethod
+    def _result(state: dict[str, Any], config: RunnableConfig) -> AnswerResult:
+        result = AnswerResult.model_validate(state["result"])
+        result.thread_id = config["configurable"]["thread_id"]
+        return result
+
+
+def sqlite_checkpointer(path: Path) -> BaseCheckpointSaver[Any]:
+    """A LangGraph SQLite checkpointer at ``path`` (created with its folder if missing)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(str(path), check_same_thread=False)
+    return SqliteSaver(connection)
+
+
+def _token_events(chunk: BaseMessage, metadata: dict[str, Any]) -> Iterator[AgentEvent]:
+    if metadata.get("langgraph_node") not in ("plan", "answer"):
+        return
+    if not isinstance(chunk, AIMessageChunk | AIMessage):
+        return
+    thinking = chunk.additional_kwargs.get("reasoning_content")
+    if thinking:
+        yield AgentEvent(kind="reasoning", text=str(thinking))
+    if chunk.text:
+        yield AgentEvent(kind="token", text=chunk.text)
+
+
+def _step_events(node: str, update: dict[str, Any]) -> Iterator[AgentEvent]:
+    for message in update.get("messages", []):
+        if node == "plan" and isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                yield AgentEvent(kind="tool_call", tool=call["name"], args=call["args"])
+        elif isinstance(message, ToolMessage):
+            yield AgentEvent(
+                kind="tool_result",
+                tool=message.name,
+                text=message.text,
+                error=message.status == "error",
+            )

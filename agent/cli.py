@@ -1,0 +1,332 @@
+"""The ``surgagent`` command line: ask, chat, index, doctor and config.
+
+surgagent ask examples/sample_case/sample_lapchole.mp4 "When is the clipper used?"
+surgagent chat video.mp4 --session review-1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from agent.api import AgentEvent, SurgicalAgent
+    from graphs.result import AnswerResult
+
+__all__ = ["app", "main"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    help="SurgAgent: ask questions about surgical videos.\n\n"
+    "Examples:\n\n"
+    "  surgagent ask examples/sample_case/sample_lapchole.mp4 'Which instruments appear?'\n\n"
+    "  surgagent chat video.mp4 --session review-1\n\n"
+    "  surgagent doctor",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show the resolved settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_state: dict[str, Any] = {"debug": False}
+
+CaseArg = Annotated[str, typer.Argument(help="A video file, a frame folder or an indexed case id.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+BackendOpt = Annotated[
+    str | None, typer.Option("--backend", help="Planner backend: openai, transformers, vllm.")
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Planner model id, path or name.")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="Planner endpoint (OpenAI-compatible).")
+]
+ThinkingOpt = Annotated[
+    bool | None, typer.Option("--thinking/--no-thinking", help="Let the planner think.")
+]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Most planner steps per answer.")]
+
+
+@app.callback()
+def _main_options(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Settings file (default ./surgagent.toml).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print results.")] = False,
+) -> None:
+    if config is not None:
+        os.environ["SURGAGENT_CONFIG"] = str(config)
+    _state["debug"] = debug
+    _state["quiet"] = quiet
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.WARNING)
+    logging.basicConfig(
+        level=level, handlers=[RichHandler(console=err_console, show_path=False)], force=True
+    )
+
+
+@contextmanager
+def _friendly_errors() -> Iterator[None]:
+    """Turn our errors into one red line (tracebacks only with --debug)."""
+    from tools.errors import SurgAgentError
+
+    try:
+        yield
+    except SurgAgentError as error:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+
+
+def _planner_overrides(
+    backend: str | None, model: str | None, base_url: str | None, thinking: bool | None
+) -> dict[str, Any]:
+    planner = {"backend": backend, "model": model, "base_url": base_url, "thinking": thinking}
+    return {"planner": {k: v for k, v in planner.items() if v is not None}}
+
+
+def _build_agent(overrides: dict[str, Any], **kwargs: Any) -> SurgicalAgent:
+    from agent.api import SurgicalAgent
+
+    return SurgicalAgent.from_settings(**kwargs, **overrides)
+
+
+def _print_result(result: AnswerResult, *, answer: bool) -> None:
+    """Print the answer (unless it was streamed), its evidence and status."""
+    if answer:
+        console.print(result.answer, highlight=False)
+    if result.evidence:
+        console.print("\n[bold]Evidence[/bold]")
+        for item in result.evidence:
+            console.print(f"  {item.label()} {item.summary}", highlight=False)
+    for citation in result.citations:
+        console.print(f"  [{citation.passage_id}] {citation.title} ({citation.source})")
+    if result.status != "answered":
+        console.print(f"[yellow]status: {result.status}[/yellow]")
+
+
+def _stream_answer(events: Iterator[AgentEvent], *, show_steps: bool) -> AnswerResult:
+    """Print a streamed run: tool steps dimmed, answer tokens as they come."""
+    result = None
+    streamed = False
+    for event in events:
+        if event.kind == "tool_call" and show_steps:
+            args = json.dumps(event.args, ensure_ascii=False)
+            err_console.print(f"[dim]→ {event.tool}({args})[/dim]", highlight=False)
+        elif event.kind == "tool_result" and show_steps and event.error:
+            err_console.print(f"[dim red]  {event.text}[/dim red]", highlight=False)
+        elif event.kind == "token":
+            console.print(event.text, end="", highlight=False, markup=False)
+            streamed = True
+        elif event.kind == "answer":
+            result = event.result
+    assert result is not None, "a stream always ends with an answer event"
+    if streamed:
+        console.print()
+    # After a budget stop or an error, the streamed text may not be the answer: print it.
+    _print_result(result, answer=not streamed or result.status == "error")
+    return result
+
+
+@app.command()
+def ask(
+    case: CaseArg,
+    question: Annotated[str, typer.Argument(help="The question about the case.")],
+    as_json: JsonOpt = False,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: UrlOpt = None,
+    thinking: ThinkingOpt = None,
+    steps: StepsOpt = None,
+) -> None:
+    """Ask one question about a case and print the grounded answer.
+
+    Example: surgagent ask video.mp4 "When is the clipper first used?" --json
+    """
+    with _friendly_errors():
+        overrides = _planner_overrides(backend, model, base_url, thinking)
+        if steps is not None:
+            overrides["step_budget"] = steps
+        agent = _build_agent(overrides)
+        if as_json:
+            result = agent.invoke(question, case=case)
+            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        else:
+            result = _stream_answer(
+                agent.stream(question, case=case), show_steps=not _state.get("quiet")
+            )
+        if result.status == "error":
+            raise typer.Exit(2)
+
+
+def _chat_command(agent: SurgicalAgent, thread_id: str, line: str) -> bool:
+    """Run a /command; return False to leave the chat."""
+    command = line.strip().lower()
+    if command in ("/quit", "/exit"):
+        return False
+    if command == "/trace":
+        result = agent.last_result(thread_id)
+        for step in result.trace if result else []:
+            what = step.tool or step.node
+            extra = f" error: {step.error}" if step.error else ""
+            console.print(
+                f"  {what} {step.args or ''} {step.duration_s:.2f}s{extra}", highlight=False
+            )
+        if result and result.reasoning:
+            console.print("[dim]" + "\n".join(result.reasoning) + "[/dim]", highlight=False)
+    elif command == "/evidence":
+        from tools.base import Evidence
+
+        for raw in agent.session_evidence(thread_id):
+            item = Evidence.model_validate(raw)
+            console.print(f"  {item.label()} {item.summary}", highlight=False)
+    else:
+        console.print("commands: /trace  /evidence  /quit")
+    return True
+
+
+@app.command()
+def chat(
+    case: Annotated[
+        str | None, typer.Argument(help="Video, frame folder or case id (not needed to resume).")
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Session id to start or resume.")
+    ] = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: UrlOpt = None,
+    thinking: ThinkingOpt = None,
+) -> None:
+    """Chat about a case; the session is saved and resumes with --session after a restart.
+
+    In the chat: /trace shows the last answer's tool calls and thinking, /evidence lists
+    the evidence so far, /quit leaves.
+    """
+    with _friendly_errors():
+        agent = _build_agent(
+            _planner_overrides(backend, model, base_url, thinking), sessions="sqlite"
+        )
+        thread_id = session or uuid.uuid4().hex[:12]
+        past = agent.history(thread_id)
+        if past:
+            console.print(f"[dim]resuming session {thread_id} ({len(past)} messages)[/dim]")
+        elif case is None:
+            raise typer.BadParameter("give a CASE to start a new session")
+        else:
+            console.print(f"[dim]session {thread_id} (resume with --session {thread_id})[/dim]")
+        first_case: str | None = case
+        while True:
+            try:
+                line = console.input("[bold cyan]you>[/bold cyan] ")
+            except EOFError:
+                break
+            if not line.strip():
+                continue
+            if line.startswith("/"):
+                if not _chat_command(agent, thread_id, line):
+                    break
+                continue
+            with _friendly_errors_in_chat():
+                _stream_answer(
+                    agent.stream(line, case=first_case, thread_id=thread_id), show_steps=True
+                )
+                first_case = None
+
+
+@contextmanager
+def _friendly_errors_in_chat() -> Iterator[None]:
+    """In a chat, an error ends the turn, not the session."""
+    from tools.errors import SurgAgentError
+
+    try:
+        yield
+    except SurgAgentError as error:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {error}", highlight=False)
+
+
+@app.command()
+def index(
+    case: CaseArg,
+    fps: Annotated[float, typer.Option(help="Frames to keep per second of video.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Probe a case and cache its frames, so later questions start fast."""
+    from rich.progress import Progress
+
+    from agent.settings import get_settings
+    from tools.video import CaseCache, index_case, open_case
+
+    with _friendly_errors():
+        cache = CaseCache(get_settings().cache_dir)
+        opened = open_case(case, cache)
+        with Progress(console=err_console, disable=bool(_state.get("quiet") or as_json)) as bar:
+            task = bar.add_task(f"indexing {opened.id}", total=None)
+            progress: Callable[[int, int], None] = lambda done, total: bar.update(  # noqa: E731
+                task, completed=done, total=total
+            )
+            result = index_case(opened, cache, fps=fps, progress=progress)
+        if as_json:
+            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        else:
+            console.print(f"indexed {opened.id}: {result.model_dump()}", highlight=False)
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """Print every setting, its value and where it came from (default, file, env)."""
+    from agent.settings import get_settings, setting_sources
+
+    with _friendly_errors():
+        rows = setting_sources(get_settings())
+        if as_json:
+            data = [{"name": n, "value": str(v), "source": s} for n, v, s in rows]
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            return
+        from rich.table import Table
+
+        table = Table("setting", "value", "source")
+        for name, value, source in rows:
+            table.add_row(name, str(value), source)
+        console.print(table)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check what is installed, whether the models are reachable, and what to do next."""
+    from agent.doctor import run_checks
+
+    with _friendly_errors():
+        report = run_checks()
+        if as_json:
+            sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+            return
+        for check in report.checks:
+            mark = "[green]ok[/green]" if check.ok else "[red]!![/red]"
+            console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+            if not check.ok and check.fix:
+                console.print(f"   [dim]→ {check.fix}[/dim]", highlight=False)
+
+
+def main() -> None:
+    """Entry point of the ``surgagent`` console script."""
+    app()

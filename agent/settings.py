@@ -1,0 +1,183 @@
+"""Settings: one pydantic-settings model, per role (planner, perception) and for the run.
+
+Precedence, lowest first: defaults < ``surgagent.toml`` (or ``$SURGAGENT_CONFIG``) <
+environment (``SURGAGENT_PLANNER__MODEL``, ...) < explicit overrides (CLI flags, Python).
+
+    settings = get_settings()
+    print(settings.planner.model, settings.step_budget)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BackendKind",
+    "ModelSettings",
+    "PerceptionSettings",
+    "Settings",
+    "config_file",
+    "get_settings",
+    "reset_settings",
+    "setting_sources",
+]
+
+BackendKind = Literal["openai", "transformers", "vllm"]
+DEFAULT_MODEL = "Qwen/Qwen3.5-9B"
+ENV_PREFIX = "SURGAGENT_"
+
+
+class ModelSettings(BaseModel):
+    """How to reach and sample one model role."""
+
+    backend: BackendKind = Field(
+        "transformers", description="openai (any OpenAI-compatible server), transformers, vllm"
+    )
+    model: str = Field(DEFAULT_MODEL, description="hub id, local path, or served model name")
+    base_url: str | None = Field(None, description="endpoint for the openai backend")
+    api_key: SecretStr | None = Field(None, description="API key for the endpoint, if it needs one")
+    thinking: bool = Field(True, description="let the model think before answering")
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(2048, gt=0, description="most tokens one reply may generate")
+    timeout: float = Field(120.0, gt=0, description="seconds one request may take")
+    connect_timeout: float = Field(3.0, gt=0, description="seconds to connect to the endpoint")
+    max_retries: int = Field(2, ge=0, description="retries of a failed request (timeouts, 5xx)")
+    device: str = Field("auto", description="transformers/vllm: auto, cpu, cuda, cuda:1")
+    dtype: str = Field("auto", description="transformers/vllm: auto, bfloat16, float16, float32")
+    max_image_side: int = Field(896, gt=0, description="frames are resized to fit this side")
+
+
+class PerceptionSettings(ModelSettings):
+    """The perception role: thinking off, Qwen's suggested non-thinking sampling."""
+
+    thinking: bool = Field(False, description="let the model think before answering")
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.8, gt=0, le=1)
+    max_tokens: int = Field(512, gt=0, description="most tokens one reply may generate")
+
+
+def config_file() -> Path:
+    """The TOML settings file: ``$SURGAGENT_CONFIG`` or ``./surgagent.toml``."""
+    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "surgagent.toml"))
+
+
+class Settings(BaseSettings):
+    """Everything a run needs to know; build it with `get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    planner: ModelSettings = Field(default_factory=ModelSettings)
+    perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
+    data_dir: Path = Field(
+        Path("~/.surgagent"), description="cases cache, sessions and knowledge store live here"
+    )
+    step_budget: int = Field(8, ge=1, description="most planner turns in one answer")
+    frame_budget: int = Field(12, ge=0, description="most frames shown to the planner per answer")
+    tool_retries: int = Field(2, ge=0, description="retries of a tool whose backend failed")
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where per-case work (probes, frames, detections) is cached."""
+        return self.data_dir.expanduser() / "cache"
+
+    @property
+    def sessions_db(self) -> Path:
+        """The SQLite file holding chat sessions (LangGraph checkpoints)."""
+        return self.data_dir.expanduser() / "sessions.sqlite"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: overrides, environment, TOML file, defaults."""
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
+        )
+
+
+@functools.cache
+def _cached_settings() -> Settings:
+    return Settings()
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Resolve the settings; ``overrides`` (nested dicts allowed) win over everything else."""
+    if not overrides:
+        return _cached_settings()
+    base = _cached_settings().model_dump()
+    return Settings(**_deep_merge(base, overrides))
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (after the environment or the TOML file changed)."""
+    _cached_settings.cache_clear()
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def setting_sources(
+    settings: Settings, overrides: dict[str, Any] | None = None
+) -> list[tuple[str, Any, str]]:
+    """List ``(dotted name, value, source)`` for every setting, secrets masked.
+
+    The source is ``override``, ``env SURGAGENT_...``, the TOML file's name, or ``default``.
+    """
+    env = _flatten(EnvSettingsSource(Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__")())
+    toml = _flatten(TomlConfigSettingsSource(Settings, toml_file=config_file())())
+    given = _flatten(overrides or {})
+    rows = []
+    for name, value in _flatten(settings.model_dump()).items():
+        if given.get(name) is not None:
+            source = "override"
+        elif name in env:
+            source = f"env {ENV_PREFIX}{name.replace('.', '__').upper()}"
+        elif name in toml:
+            source = str(config_file())
+        else:
+            source = "default"
+        if isinstance(value, SecretStr):
+            value = "********"
+        rows.append((name, value, source))
+    return rows

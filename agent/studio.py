@@ -1,0 +1,29 @@
+"""The graph that ``langgraph dev`` and LangGraph Studio load (see ``langgraph.json``).
+
+It is compiled without a checkpointer (the LangGraph server brings its own). Runs need a
+`RunContext`, which holds live objects (models, the case), so run the graph from Python
+through `SurgicalAgent`; Studio shows its structure and lets you step through such runs.
+
+    langgraph dev   # from the repository root
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.api import default_tools
+from agent.prompts import load_prompt
+from agent.settings import get_settings
+from graphs.case_review import build_case_review_graph
+from graphs.nodes import Prompts
+
+__all__ = ["graph", "make_graph"]
+
+
+def make_graph() -> Any:
+    """Compile the case-review graph with the tools the current settings configure."""
+    prompts = Prompts(system=load_prompt("planner_system"), final=load_prompt("final_answer"))
+    return build_case_review_graph(default_tools(get_settings()), prompts)
+
+
+graph = make_graph()

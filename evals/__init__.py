@@ -1,0 +1,1 @@
+"""Evaluation on SurgVLM-Bench-style tasks: loaders, parsers, metrics, runner, reports."""

@@ -1,0 +1,1 @@
+"""The LangGraph graphs: case review (planner + tools) and the direct-VLM baseline."""

@@ -1,0 +1,50 @@
+"""The run context: what one graph run works with, passed as LangGraph's ``context``.
+
+Nodes read it through ``Runtime[RunContext]``; tools through ``ToolRuntime.context``. It is
+frozen: a run never changes its case, models or budgets.
+
+    graph.invoke({"messages": [...]}, context=RunContext(case=case, cache=cache, planner=model))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graphs.protocols import PlannerModel
+    from tools.video import Case, CaseCache
+    from tools.vision import VisionBackend
+
+__all__ = ["RunContext"]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Per-run inputs shared by the graph's nodes and tools.
+
+    Attributes:
+        case: The surgical case being reviewed.
+        cache: Where work on cases is cached.
+        planner: The planner chat model (tools are bound per run).
+        vision: The perception backend, or None where none is configured.
+        knowledge: The guideline store, or None where none is configured.
+        step_budget: Most planner turns in one answer.
+        frame_budget: Most frames shown to the planner in one answer.
+        tool_retries: Retries of a tool whose backend failed.
+        planner_sees_images: Whether frames from tools are shown to the planner as images.
+        max_image_side: Frames shown to the planner are resized to fit this side.
+        settings: The agent's settings object, for tools that need more.
+    """
+
+    case: Case
+    cache: CaseCache
+    planner: PlannerModel
+    vision: VisionBackend | None = None
+    knowledge: Any | None = None
+    step_budget: int = 8
+    frame_budget: int = 12
+    tool_retries: int = 2
+    planner_sees_images: bool = True
+    max_image_side: int = 896
+    settings: Any = None

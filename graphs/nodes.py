@@ -1,0 +1,248 @@
+"""The case-review graph's nodes and routers: plain functions of (state, runtime).
+
+``plan`` asks the planner for the next step, ``answer`` turns the turn into an
+`AnswerResult`. Routers return the next node's name.
+
+    plan = make_plan_node(tools, prompts)
+    update = plan(state, runtime)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.runtime import Runtime
+
+from graphs.context import RunContext
+from graphs.result import AnswerStatus
+from graphs.state import CaseReviewState
+from graphs.turn import build_result, current_turn, describe_case
+from tools.errors import BackendError
+from tools.vision import image_to_data_url
+
+__all__ = [
+    "Prompts",
+    "make_answer_node",
+    "make_plan_node",
+    "route_after_plan",
+    "route_after_tools",
+]
+
+# Graph steps the loop keeps in reserve so the answer node always runs.
+_RESERVED_STEPS = 3
+
+
+class Node(Protocol):
+    """A graph node: reads the state and the run context, returns a partial update."""
+
+    def __call__(self, state: CaseReviewState, runtime: Runtime[RunContext]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The prompt texts the graph uses (the agent loads them from its package files).
+
+    Attributes:
+        system: System prompt template with ``{case}``, ``{tools}`` and ``{budget}`` fields.
+        final: Instruction to answer now, used when the step budget is spent.
+    """
+
+    system: str
+    final: str
+
+
+def _system_message(prompts: Prompts, ctx: RunContext, tools: Sequence[BaseTool]) -> SystemMessage:
+    tool_lines = "\n".join(f"- {tool.name}: {tool.description.splitlines()[0]}" for tool in tools)
+    budget = (
+        f"You may take at most {ctx.step_budget} planning steps and look at at most "
+        f"{ctx.frame_budget} frames for one answer."
+    )
+    return SystemMessage(
+        prompts.system.format(
+            case=describe_case(ctx.case), tools=tool_lines or "- (none)", budget=budget
+        )
+    )
+
+
+def _with_images(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMessage]:
+    """Show the current turn's tool images to the planner, after each block of tool results.
+
+    Images are loaded here, not stored in state, so checkpoints stay small.
+    """
+    if not ctx.planner_sees_images:
+        return list(messages)
+    from PIL import Image
+
+    turn_start = len(messages) - len(current_turn(messages))
+    out: list[BaseMessage] = []
+    pending: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        out.append(message)
+        if index >= turn_start and isinstance(message, ToolMessage):
+            pending += [
+                (message.name or "tool", p) for p in message.response_metadata.get("images", [])
+            ]
+        next_is_tool = index + 1 < len(messages) and isinstance(messages[index + 1], ToolMessage)
+        if pending and not next_is_tool:
+            parts: list[str | dict[str, Any]] = [
+                {
+                    "type": "text",
+                    "text": f"Images returned by {', '.join(sorted({n for n, _ in pending}))}:",
+                }
+            ]
+            for _, path in pending:
+                with Image.open(path) as image:
+                    parts.append(
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": image_to_data_url(image, ctx.max_image_side)},
+                        }
+                    )
+            out.append(HumanMessage(content=parts))
+            pending = []
+    return out
+
+
+def _planner_turns(messages: Sequence[AnyMessage]) -> int:
+    return sum(isinstance(m, AIMessage) for m in current_turn(messages))
+
+
+def _invalid_call_replies(reply: AIMessage) -> list[ToolMessage]:
+    """Error tool messages for calls the planner wrote but that could not be parsed."""
+    return [
+        ToolMessage(
+            content=(
+                f"Error: the call to {call.get('name') or 'a tool'} could not be read "
+                f"({call.get('error') or 'malformed arguments'}). Send valid JSON arguments."
+            ),
+            name=call.get("name") or "unknown",
+            tool_call_id=call.get("id") or "invalid",
+            status="error",
+        )
+        for call in reply.invalid_tool_calls
+    ]
+
+
+def make_plan_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
+    """Build the node that asks the planner for its next step (tool calls or an answer)."""
+    schemas = [convert_to_openai_tool(tool) for tool in tools]
+
+    def plan(state: CaseReviewState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        ctx = runtime.context
+        messages = state["messages"]
+        if state.get("remaining_steps", _RESERVED_STEPS + 1) <= _RESERVED_STEPS:
+            return {}
+        model = ctx.planner.bind_tools(schemas) if schemas else ctx.planner
+        model_input = [_system_message(prompts, ctx, tools), *_with_images(messages, ctx)]
+        started = time.perf_counter()
+        try:
+            reply = model.invoke(model_input)
+        except BackendError as error:
+            return {"error": f"The planner model failed: {error}"}
+        assert isinstance(reply, AIMessage), f"planner returned {type(reply).__name__}"
+        reply.response_metadata = {
+            **reply.response_metadata,
+            "duration_s": round(time.perf_counter() - started, 4),
+        }
+        return {"messages": [reply, *_invalid_call_replies(reply)]}
+
+    return plan
+
+
+def route_after_plan(
+    state: CaseReviewState, runtime: Runtime[RunContext]
+) -> Literal["tools", "plan", "answer"]:
+    """Run tools, re-plan after unreadable calls, or answer (also when the budget is spent)."""
+    last = state["messages"][-1]
+    if state.get("error") or state.get("remaining_steps", 99) <= _RESERVED_STEPS:
+        return "answer"
+    within_budget = _planner_turns(state["messages"]) < runtime.context.step_budget
+    if isinstance(last, AIMessage) and last.tool_calls and within_budget:
+        return "tools"
+    if isinstance(last, ToolMessage) and within_budget:
+        return "plan"
+    return "answer"
+
+
+def route_after_tools(state: CaseReviewState) -> Literal["plan", "answer"]:
+    """Back to the planner, unless a tool's backend failed for good."""
+    for message in reversed(state["messages"]):
+        if not isinstance(message, ToolMessage):
+            break
+        if message.response_metadata.get("backend_error"):
+            return "answer"
+    return "plan"
+
+
+def make_answer_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
+    """Build the node that finishes a turn and records its `AnswerResult`."""
+
+    def answer(state: CaseReviewState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        ctx = runtime.context
+        messages = list(state["messages"])
+        new_messages: list[AnyMessage] = []
+        error = state.get("error") or _tool_backend_error(messages)
+        last = messages[-1]
+        finished = (
+            isinstance(last, AIMessage) and not last.tool_calls and not last.invalid_tool_calls
+        )
+        if not error and not finished:
+            # Budget spent: close open calls, then ask for an answer from what is known.
+            if isinstance(last, AIMessage):
+                new_messages += [
+                    ToolMessage(
+                        content="Not run: the step budget is spent.",
+                        name=call["name"],
+                        tool_call_id=call["id"] or "",
+                        status="error",
+                    )
+                    for call in last.tool_calls
+                ]
+            closing = HumanMessage(content=prompts.final)
+            model_input = [
+                _system_message(prompts, ctx, tools),
+                *_with_images([*messages, *new_messages], ctx),
+                closing,
+            ]
+            try:
+                reply = ctx.planner.invoke(model_input)
+                assert isinstance(reply, AIMessage)
+                new_messages.append(reply)
+            except BackendError as exc:
+                error = f"The planner model failed: {exc}"
+        status: AnswerStatus = (
+            "error" if error else ("answered" if finished else "budget_exhausted")
+        )
+        result = build_result(
+            [*messages, *new_messages], status=status, error=error, case_id=ctx.case.id
+        )
+        return {
+            "messages": new_messages,
+            "result": result.model_dump(mode="json"),
+            "evidence": [item.model_dump(mode="json") for item in result.evidence],
+            "error": None,
+        }
+
+    return answer
+
+
+def _tool_backend_error(messages: Sequence[AnyMessage]) -> str | None:
+    for message in reversed(messages):
+        if not isinstance(message, ToolMessage):
+            return None
+        if message.response_metadata.get("backend_error"):
+            return str(message.content)
+    return None

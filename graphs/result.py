@@ -1,0 +1,64 @@
+"""The answer of one run: text, status, evidence, citations, trace, reasoning and usage.
+
+result = AnswerResult.model_validate(state["result"])
+print(result.answer, [e.label() for e in result.evidence])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tools.base import Evidence
+from tools.vision import Usage
+
+__all__ = ["AnswerResult", "AnswerStatus", "Citation", "TraceStep"]
+
+AnswerStatus = Literal["answered", "budget_exhausted", "refused", "error"]
+
+
+class Citation(BaseModel):
+    """A guideline passage the answer relies on."""
+
+    passage_id: str
+    source: str
+    title: str = ""
+
+
+class TraceStep(BaseModel):
+    """One step of the run: a planner turn or a tool call."""
+
+    node: Literal["plan", "tools", "answer"]
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float = 0.0
+    error: str | None = None
+    summary: str = ""
+
+
+class AnswerResult(BaseModel):
+    """What `SurgicalAgent.invoke` returns; thinking is kept in ``reasoning``, never in ``answer``.
+
+    Attributes:
+        answer: The final answer for the user.
+        status: ``answered``, ``budget_exhausted`` (answered from partial evidence),
+            ``refused`` or ``error`` (``answer`` then says what failed).
+        evidence: The frames, spans and tool outputs gathered for this answer.
+        citations: Guideline passages retrieved in this run.
+        trace: Every planner turn and tool call, with arguments, timings and errors.
+        reasoning: The planner's thinking, turn by turn.
+        usage: Tokens and images the planner consumed.
+        case_id: The case the answer is about.
+        thread_id: The session it belongs to.
+    """
+
+    answer: str
+    status: AnswerStatus
+    evidence: list[Evidence] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)
+    trace: list[TraceStep] = Field(default_factory=list)
+    reasoning: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    case_id: str = ""
+    thread_id: str | None = None

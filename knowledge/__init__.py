@@ -1,0 +1,1 @@
+"""Surgical guideline knowledge: corpus, ingestion, embeddings and the chromadb store."""

@@ -1,0 +1,35 @@
+"""Shared test set-up: every test gets its own data dir and clean settings; no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.settings import reset_settings
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the data dir at a temp folder, ignore any user settings, reset the cache."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SURGAGENT_"):
+            monkeypatch.delenv(name)
+    data_dir = tmp_path / "surgagent-data"
+    monkeypatch.setenv("SURGAGENT_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("SURGAGENT_CONFIG", str(tmp_path / "no-such-surgagent.toml"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    reset_settings()
+    yield data_dir
+    reset_settings()
+
+
+@pytest.fixture(scope="session")
+def case_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 10 s, 5 fps synthetic video whose frame colours encode the frame index."""
+    from tests.fixtures.videos import write_video
+
+    return write_video(tmp_path_factory.mktemp("videos") / "case.mp4", fps=5, duration=10.0)

@@ -1,0 +1,177 @@
+"""The surgagent CLI as a user runs it: a real process, real settings, a loopback endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def openai_env(server: ScriptedOpenAIServer) -> dict[str, str]:
+    return {
+        "SURGAGENT_PLANNER__BACKEND": "openai",
+        "SURGAGENT_PLANNER__BASE_URL": server.base_url,
+        "SURGAGENT_PLANNER__MODEL": "Qwen/Qwen3.5-9B",
+    }
+
+
+def test_help_is_instant_and_loads_no_torch() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from agent.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "assert 'ask' in r.output and 'chat' in r.output; "
+        "heavy = ('torch', 'transformers', 'av', 'ultralytics', 'chromadb'); "
+        "heavy = [m for m in heavy if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
+    code = "import sys, agent, agent.api; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
+
+
+def test_ask_without_a_reachable_model_fails_fast_with_one_sentence() -> None:
+    started = time.perf_counter()
+    done = run_cli("ask", "examples/sample_case/sample_lapchole.mp4", "Q?")
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "SURGAGENT_PLANNER__" in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3
+    down = run_cli(
+        "ask",
+        "examples/sample_case/sample_lapchole.mp4",
+        "Q?",
+        env={
+            "SURGAGENT_PLANNER__BACKEND": "openai",
+            "SURGAGENT_PLANNER__BASE_URL": "http://127.0.0.1:9/v1",
+        },
+    )
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert "127.0.0.1:9" in down.stderr
+    # Process start-up included; the model check itself takes well under a second.
+    assert elapsed < 15
+
+
+def test_ask_streams_and_prints_json(tmp_path: Path) -> None:
+    script = [
+        ScriptedReply(
+            reasoning="Look first.", tool_calls=[("look_at_frames", {"times": ["00:03"]})]
+        ),
+        ScriptedReply(reasoning="I saw it.", content="A grasper is visible at [00:03]."),
+    ]
+    with ScriptedOpenAIServer(script * 2) as server:
+        done = run_cli(
+            "ask",
+            "examples/sample_case/sample_lapchole.mp4",
+            "What is at 3 s?",
+            env=openai_env(server),
+        )
+        assert done.returncode == 0, done.stderr
+        assert "A grasper is visible at [00:03]." in done.stdout
+        assert "look_at_frames" in done.stderr  # the tool step is shown as progress
+        assert "I saw it." not in done.stdout  # thinking stays out of the answer
+        as_json = run_cli(
+            "ask",
+            "examples/sample_case/sample_lapchole.mp4",
+            "What is at 3 s?",
+            "--json",
+            env=openai_env(server),
+        )
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert result["status"] == "answered"
+    assert result["reasoning"] == ["Look first.", "I saw it."]
+    assert result["evidence"][0]["time"] == pytest.approx(3.0, abs=0.1)
+    # The frame went to the planner as an image part.
+    second = server.requests[-1]["messages"]
+    assert any(
+        isinstance(m["content"], list) and any(p.get("type") == "image_url" for p in m["content"])
+        for m in second
+    )
+
+
+def test_chat_session_resumes_after_a_restart() -> None:
+    def answer(request: dict) -> ScriptedReply:
+        users = [
+            m["content"]
+            for m in request["messages"]
+            if m["role"] == "user" and isinstance(m["content"], str)
+        ]
+        return ScriptedReply(content="heard: " + " / ".join(users))
+
+    with ScriptedOpenAIServer(answer) as server:
+        env = openai_env(server)
+        first = run_cli(
+            "chat",
+            "examples/sample_case/sample_lapchole.mp4",
+            "--session",
+            "s1",
+            env=env,
+            stdin="first question\n/quit\n",
+        )
+        assert first.returncode == 0, first.stderr
+        assert "heard: first question" in first.stdout
+        second = run_cli(
+            "chat", "--session", "s1", env=env, stdin="second question\n/evidence\n/trace\n"
+        )
+    assert second.returncode == 0, second.stderr
+    assert "resuming session s1" in second.stdout
+    assert "heard: first question / second question" in second.stdout
+
+
+def test_missing_and_corrupt_videos_are_one_line_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(os.urandom(2048))
+    with ScriptedOpenAIServer(["never used"]) as server:
+        for case in (str(tmp_path / "missing.mp4"), str(broken)):
+            done = run_cli("ask", case, "Q?", env=openai_env(server))
+            assert done.returncode == 1
+            assert "Traceback" not in done.stderr and "error:" in done.stderr
+
+
+def test_config_show_and_doctor_json(tmp_path: Path) -> None:
+    shown = run_cli("config", "show", "--json", env={"SURGAGENT_STEP_BUDGET": "4"})
+    rows = {row["name"]: row for row in json.loads(shown.stdout)}
+    assert (
+        rows["step_budget"]["value"] == "4"
+        and rows["step_budget"]["source"] == "env SURGAGENT_STEP_BUDGET"
+    )
+    with ScriptedOpenAIServer() as server:
+        doctor = run_cli("doctor", "--json", env=openai_env(server))
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert checks["planner model"]["ok"]
+    assert checks["package langgraph"]["ok"]
+    assert (
+        not checks["perception model"]["ok"]
+        and "SURGAGENT_PERCEPTION__" in checks["perception model"]["fix"]
+    )
+
+
+def test_index_reports_progress_result(tmp_path: Path) -> None:
+    done = run_cli("index", "examples/sample_case/sample_lapchole.mp4", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["frames_written"] > 0

@@ -1,0 +1,119 @@
+"""What every tool shares: the evidence model, the result base class and time parsing.
+
+Tools return ``(short_text, result)`` pairs; ``result`` subclasses `ToolResult` so the graph
+can collect evidence and images from it without knowing the tool.
+
+    seconds = parse_time("01:02:03")  # 3723.0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+from pydantic import BaseModel, ConfigDict
+
+from tools.errors import ToolInputError
+
+__all__ = [
+    "Evidence",
+    "ToolResult",
+    "format_time",
+    "images_shown_this_turn",
+    "parse_time",
+]
+
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+
+
+class Evidence(BaseModel):
+    """One item an answer can cite: a moment, a span, a frame, a tool output or a passage.
+
+    ``frame`` is an image file of the frame; ``source`` names where a passage comes from and
+    ``ref`` is its passage id.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["frame", "segment", "detection", "tool_output", "passage"]
+    tool: str
+    summary: str
+    time: float | None = None
+    end: float | None = None
+    frame: str | None = None
+    source: str | None = None
+    ref: str | None = None
+
+    def label(self) -> str:
+        """A short human reference such as ``[01:05 frame]`` or ``[00:10-00:42 segment]``."""
+        if self.time is None:
+            return f"[{self.tool}]"
+        span = format_time(self.time)
+        if self.end is not None:
+            span += f"-{format_time(self.end)}"
+        return f"[{span} {self.kind}]"
+
+
+class ToolResult(BaseModel):
+    """Base class of tool artifacts: the full result kept for the UI, evals and the answer."""
+
+    def evidence(self) -> list[Evidence]:
+        """The citable items this result contributes; none by default."""
+        return []
+
+    def image_paths(self) -> list[Path]:
+        """Image files to show a vision-capable planner next to the text; none by default."""
+        return []
+
+
+def parse_time(value: str | float | int) -> float:
+    """Parse seconds (``75``, ``"75.5"``) or a clock time (``"01:15"``, ``"00:01:15.5"``).
+
+    Raises:
+        ToolInputError: If the value is negative, not finite or not a time.
+    """
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip().lower().removesuffix("s").strip()
+        match = _CLOCK.match(text)
+        if match:
+            hours, minutes, secs = match.groups()
+            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ToolInputError(
+                    f"{value!r} is not a time; give seconds (75) or mm:ss / hh:mm:ss (01:15)."
+                ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ToolInputError(f"{value!r} is not a valid time; times are seconds from 0.")
+    return seconds
+
+
+def format_time(seconds: float) -> str:
+    """Format seconds as ``mm:ss`` (or ``h:mm:ss`` from one hour on)."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def images_shown_this_turn(messages: Sequence[BaseMessage]) -> int:
+    """Count the images tool results attached since the user's last message.
+
+    The tools node records each result's image files in ``response_metadata["images"]``;
+    tools that return frames use this count to keep within the run's frame budget.
+    """
+    shown = 0
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage):
+            shown += len(message.response_metadata.get("images", []))
+    return shown

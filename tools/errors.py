@@ -1,0 +1,52 @@
+"""The typed errors shared by every part of SurgAgent.
+
+Two kinds matter to the planner loop: a `ToolInputError` is something the planner can fix
+(it goes back to the model as an error tool message), a `BackendError` is a failing model
+or server (retried a bounded number of times, then the run ends with ``status="error"``).
+
+    raise ToolInputError("time 95:00 is past the end of the case (42:10)")
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "BackendError",
+    "CaseError",
+    "SurgAgentError",
+    "ToolInputError",
+    "suggest",
+]
+
+
+class SurgAgentError(Exception):
+    """Base class of every error SurgAgent raises on purpose; its message is for people."""
+
+
+class ToolInputError(SurgAgentError, ValueError):
+    """A tool was called with arguments it cannot use; the planner can correct them."""
+
+
+class CaseError(SurgAgentError):
+    """A case cannot be opened: missing, unreadable, corrupt or unknown."""
+
+
+class BackendError(SurgAgentError):
+    """A model backend or server failed (down, timed out, out of memory).
+
+    Args:
+        message: What failed, in one sentence.
+        retryable: Whether trying again may help (timeouts and 5xx yes, bad requests no).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def suggest(value: str, options: Iterable[str]) -> str:
+    """Return a ``" Did you mean 'x'?"`` hint for ``value``, or an empty string."""
+    close = difflib.get_close_matches(value, list(options), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
