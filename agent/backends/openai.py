@@ -1,0 +1,633 @@
+"""The ``openai`` backend: any OpenAI-compatible chat server, the production path to vLLM.
+
+Serve the model with ``vllm serve MODEL --reasoning-parser qwen3 --enable-auto-tool-choice
+--tool-call-parser qwen3_coder`` and point the role at it (``SURGAGENT_PLANNER__BASE_URL``).
+Servers without those parsers work too: inline ``</think>`` and ``<tool_call>`` text is parsed
+here. Thinking travels apart from the answer both ways (``reasoning``/``reasoning_content``
+in, ``reasoning`` out). Transient failures are retried a bounded number of times, then raised
+as `BackendError` with a sentence naming the endpoint and what went wrong.
+
+    chat = OpenAIChat.from_settings(settings.planner)
+    chat.check(); reply = chat.bind_tools(tools).invoke(messages)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import (
+    InvalidToolCall,
+    ToolCall,
+    invalid_tool_call,
+    tool_call,
+    tool_call_chunk,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field, PrivateAttr
+
+from agent.backends._messages import REASONING_KEY, to_openai_messages
+from agent.backends._parsing import (
+    StreamEvent,
+    StreamSplitter,
+    new_call_id,
+    parse_tool_calls,
+    split_thinking,
+)
+from agent.backends.base import ChatBackend
+from agent.errors import ConfigError
+from tools.errors import BackendError, suggest
+
+if TYPE_CHECKING:
+    from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+    from openai import AsyncOpenAI, OpenAI
+
+__all__ = ["SERVE_HINT", "OpenAIChat"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SERVE_HINT = (
+    "vllm serve MODEL --reasoning-parser qwen3 --enable-auto-tool-choice "
+    "--tool-call-parser qwen3_coder"
+)
+_BACKOFF_CAP = 8.0
+
+
+class _Failure(NamedTuple):
+    what: str  # "did not answer within 120 s"
+    retryable: bool
+    hint: str  # what to do next
+    wait: float = 0.0  # seconds the server asked us to wait (Retry-After)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    import httpx
+    import openai
+
+    return (openai.APIError, httpx.HTTPError)
+
+
+def _reason(exc: BaseException) -> str:
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc).strip().rstrip(".")) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A declared or extra (vLLM-only) field of an SDK object."""
+    value = getattr(obj, name, None)
+    if value is None:
+        value = (getattr(obj, "model_extra", None) or {}).get(name)
+    return value
+
+
+def _usage(usage: Any) -> UsageMetadata | None:
+    if usage is None:
+        return None
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    total = int(getattr(usage, "total_tokens", 0) or prompt + completion)
+    return UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=total)
+
+
+def _structured_calls(raw: Sequence[Any]) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for call in raw:
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None)
+        arguments = str(getattr(function, "arguments", "") or "")
+        call_id = getattr(call, "id", None) or new_call_id()
+        try:
+            args = json.loads(arguments) if arguments.strip() else {}
+        except ValueError as exc:
+            error = f"the arguments of {name!r} are not valid JSON ({exc}); send one JSON object"
+            invalid.append(invalid_tool_call(name=name, args=arguments, id=call_id, error=error))
+            continue
+        if not name or not isinstance(args, dict):
+            error = f"the call to {name!r} needs a function name and a JSON object of arguments"
+            invalid.append(invalid_tool_call(name=name, args=arguments, id=call_id, error=error))
+        else:
+            calls.append(tool_call(name=name, args=args, id=call_id))
+    return calls, invalid
+
+
+def _to_message(
+    completion: Any, tools: Sequence[dict[str, Any]] | None, *, opened: bool
+) -> AIMessage:
+    """The reply message of a non-streamed ``chat.completion``.
+
+    ``opened``: the prompt opened a think block and the server leaves thinking inline, so a
+    reply without ``</think>`` is thinking that was cut off.
+    """
+    choice = completion.choices[0]
+    message = choice.message
+    content = message.content or ""
+    reasoning = _field(message, "reasoning") or _field(message, "reasoning_content")
+    if reasoning is None:
+        # A server without a reasoning parser leaves the thinking inline.
+        reasoning, content = split_thinking(content, thinking=opened)
+    content = content.strip()
+    if message.tool_calls:
+        calls, invalid = _structured_calls(message.tool_calls)
+    else:
+        # A server without a tool parser leaves the calls as <tool_call> text.
+        content, calls, invalid = parse_tool_calls(content, tools=tools)
+    return AIMessage(
+        content=content,
+        additional_kwargs={REASONING_KEY: reasoning} if reasoning else {},
+        tool_calls=calls,
+        invalid_tool_calls=invalid,
+        usage_metadata=_usage(completion.usage),
+        response_metadata={"finish_reason": choice.finish_reason, "model_name": completion.model},
+    )
+
+
+class _ChunkReader:
+    """Turns streamed ``chat.completion.chunk`` objects into LangChain message chunks.
+
+    Reasoning deltas pass straight through. Content goes through a `StreamSplitter`, which
+    strips inline ``<think>`` blocks and holds ``<tool_call>`` text back. With thinking on and
+    a server not yet known to leave thinking inline or not (``inline`` None), content is held
+    until a reasoning delta or ``</think>`` tells (or the stream ends), so an answer is never
+    streamed as thinking nor thinking as an answer.
+    """
+
+    def __init__(
+        self, thinking: bool, inline: bool | None, tools: Sequence[dict[str, Any]] | None
+    ) -> None:
+        self.tools = tools
+        self.splitter: StreamSplitter | None = None
+        if not thinking or inline is not None:
+            self.splitter = StreamSplitter(bool(thinking and inline), tools=tools)
+        self.held = ""
+        self.text = ""  # all content received, to learn how the server sends thinking
+        self.fielded = False  # a reasoning delta was seen
+        self.structured_calls = False
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.count = 0
+
+    def _split(self, thinking: bool) -> list[AIMessageChunk]:
+        self.splitter = StreamSplitter(thinking, tools=self.tools)
+        held, self.held = self.held, ""
+        return self._events(self.splitter.feed(held))
+
+    @staticmethod
+    def _events(events: Sequence[StreamEvent]) -> list[AIMessageChunk]:
+        return [
+            AIMessageChunk(content="", additional_kwargs={REASONING_KEY: text})
+            if kind == "reasoning"
+            else AIMessageChunk(content=text)
+            for kind, text in events
+        ]
+
+    def _content(self, text: str) -> list[AIMessageChunk]:
+        self.text += text
+        if self.splitter is not None:
+            return self._events(self.splitter.feed(text))
+        self.held += text
+        return self._split(thinking=True) if "</think>" in self.held else []
+
+    def read(self, chunk: Any) -> list[AIMessageChunk]:
+        """The message chunks one streamed chunk carries."""
+        self.count += 1
+        out: list[AIMessageChunk] = []
+        for choice in (chunk.choices or [])[:1]:
+            delta = choice.delta
+            reasoning = _field(delta, "reasoning") or _field(delta, "reasoning_content")
+            if reasoning:
+                self.fielded = True
+                if self.splitter is None:
+                    out += self._split(thinking=False)
+                out.append(AIMessageChunk(content="", additional_kwargs={REASONING_KEY: reasoning}))
+            if delta.content:
+                out += self._content(delta.content)
+            for call in delta.tool_calls or []:
+                self.structured_calls = True
+                function = call.function
+                piece = tool_call_chunk(
+                    name=getattr(function, "name", None),
+                    args=getattr(function, "arguments", None),
+                    id=call.id,
+                    index=call.index,
+                )
+                out.append(AIMessageChunk(content="", tool_call_chunks=[piece]))
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+            self.model = chunk.model
+        usage = _usage(getattr(chunk, "usage", None))
+        if usage:
+            out.append(AIMessageChunk(content="", usage_metadata=usage))
+        return out
+
+    def end(self) -> list[AIMessageChunk]:
+        """The chunks that were held back, parsed tool calls and the finish reason."""
+        out = self._split(thinking=False) if self.splitter is None else []
+        assert self.splitter is not None
+        out += self._events(self.splitter.flush())
+        if not self.structured_calls:
+            parsed = self.splitter.finish()
+            pieces = [
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+                for i, c in enumerate(parsed.tool_calls)
+            ]
+            start = len(pieces)
+            pieces += [
+                tool_call_chunk(name=c["name"], args=c["args"], id=c["id"], index=start + i)
+                for i, c in enumerate(parsed.invalid_tool_calls)
+            ]
+            if pieces:
+                out.append(AIMessageChunk(content="", tool_call_chunks=pieces))
+        meta = {"finish_reason": self.finish_reason, "model_name": self.model}
+        out.append(AIMessageChunk(content="", response_metadata=meta))
+        return out
+
+
+class OpenAIChat(ChatBackend):
+    """A chat backend talking to an OpenAI-compatible server (vLLM in production).
+
+    Attributes:
+        settings: The role's model settings (``base_url``, ``model``, sampling, timeouts).
+        role: The role name used in messages and env var names (``planner``, ``perception``).
+        retry_backoff: Seconds before the first retry; doubles on each further one.
+    """
+
+    retry_backoff: float = Field(default=0.25, ge=0)
+    _sync_client: OpenAI | None = PrivateAttr(default=None)
+    _async_client: tuple[asyncio.AbstractEventLoop, AsyncOpenAI] | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    # Whether the server leaves thinking inline (no reasoning parser); learnt from replies.
+    _inline: bool | None = PrivateAttr(default=None)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def _env(self, name: str) -> str:
+        return f"{self.env_prefix}{name.upper()}"
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL, without a trailing slash.
+
+        Raises:
+            ConfigError: If no base URL is configured.
+        """
+        if not self.settings.base_url:
+            raise ConfigError(
+                f"the {self.role} uses the openai backend but has no endpoint; set "
+                f"{self._env('base_url')}=http://host:8000/v1 (a server started with "
+                f"`{SERVE_HINT}`)"
+            )
+        return self.settings.base_url.rstrip("/")
+
+    def _client_args(self) -> dict[str, Any]:
+        from openai import Timeout
+
+        key = self.settings.api_key
+        return {
+            "base_url": self.endpoint,
+            "api_key": key.get_secret_value() if key else "EMPTY",
+            "timeout": Timeout(self.settings.timeout, connect=self.settings.connect_timeout),
+            "max_retries": 0,  # retried here, with our own policy and messages
+        }
+
+    def _client(self) -> OpenAI:
+        with self._lock:
+            if self._sync_client is None:
+                from openai import OpenAI
+
+                self._sync_client = OpenAI(**self._client_args())
+            return self._sync_client
+
+    def _aclient(self) -> AsyncOpenAI:
+        # An async HTTP pool belongs to the event loop that opened it: a new loop, a new client.
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._async_client is None or self._async_client[0] is not loop:
+                from openai import AsyncOpenAI
+
+                self._async_client = (loop, AsyncOpenAI(**self._client_args()))
+            return self._async_client[1]
+
+    def check(self) -> None:
+        """Ask the endpoint which models it serves; fail fast if ours is not one of them.
+
+        Raises:
+            ConfigError: No base URL, endpoint unreachable or rejecting the key, or the model
+                not served (the served ids and the closest one are named).
+        """
+        import httpx
+
+        url, key = self.endpoint, self.settings.api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        start = f"{self.role} endpoint {url}"
+        fix = f"start the server (`{SERVE_HINT}`) or set {self._env('base_url')} to where it runs"
+        try:
+            response = httpx.get(
+                f"{url}/models", headers=headers, timeout=self.settings.connect_timeout
+            )
+        except httpx.TimeoutException:
+            wait = self.settings.connect_timeout
+            raise ConfigError(f"{start} did not answer within {wait:g} s; {fix}") from None
+        except httpx.HTTPError as exc:
+            raise ConfigError(f"{start} cannot be reached ({_reason(exc)}); {fix}") from None
+        if response.status_code in (401, 403):
+            raise ConfigError(
+                f"{start} rejected the API key (HTTP {response.status_code}); "
+                f"set {self._env('api_key')}"
+            )
+        try:
+            response.raise_for_status()
+            served = [str(model["id"]) for model in response.json()["data"]]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"{start} did not list its models (GET /models answered HTTP "
+                f"{response.status_code}); is it an OpenAI-compatible base URL ending in /v1?"
+            ) from None
+        model = self.settings.model
+        if model not in served:
+            raise ConfigError(
+                f"{self.role} model {model!r} is not served by {url} (it serves: "
+                f"{', '.join(served) or 'nothing'}).{suggest(model, served)} Set "
+                f"{self._env('model')} to a served id or serve that model."
+            )
+
+    # -- requests and retries --------------------------------------------------------------
+
+    def _request(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> tuple[dict[str, Any], bool, list[dict[str, Any]] | None]:
+        """The ``chat.completions.create`` arguments, whether thinking is on, the tools."""
+        options = {k: v for k, v in kwargs.items() if not k.startswith("ls_")}
+        settings = self.settings
+        thinking = options.pop("thinking", None)
+        thinking = settings.thinking if thinking is None else bool(thinking)
+        tools = options.pop("tools", None) or None
+        tool_choice = options.pop("tool_choice", None)
+        extra = dict(options.pop("extra_body", None) or {})
+        template = {**extra.get("chat_template_kwargs", {}), "enable_thinking": thinking}
+        body: dict[str, Any] = {
+            "model": settings.model,
+            "messages": to_openai_messages(messages),
+            "temperature": options.pop("temperature", settings.temperature),
+            "top_p": options.pop("top_p", settings.top_p),
+            "max_tokens": options.pop("max_tokens", None) or settings.max_tokens,
+        }
+        if tools:
+            body["tools"] = tools
+            body["tool_choice"] = tool_choice or "auto"
+        if stop:
+            body["stop"] = stop
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        # Anything else (seed, top_k, repetition_penalty, ...) goes into the JSON body as is.
+        body["extra_body"] = {**extra, **options, "chat_template_kwargs": template}
+        return body, thinking, tools
+
+    def _describe(self, exc: BaseException) -> _Failure:
+        import httpx
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+            wait = self.settings.timeout
+            hint = f"raise {self._env('timeout')} or check the server's load"
+            return _Failure(f"did not answer within {wait:g} s", True, hint)
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            body = exc.body if isinstance(exc.body, dict) else {}
+            said = str(body.get("message") or exc.message)[:300]
+            hint = {
+                400: "the server rejected the request (tool calls need vLLM's "
+                "--enable-auto-tool-choice --tool-call-parser qwen3_coder)",
+                401: f"set {self._env('api_key')}",
+                403: f"set {self._env('api_key')}",
+                404: f"check {self._env('model')} and {self._env('base_url')}",
+            }.get(status, "check the server's log")
+            retry_after = exc.response.headers.get("retry-after", "")
+            wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 0.0
+            return _Failure(
+                f"answered HTTP {status} ({said})", status == 429 or status >= 500, hint, wait
+            )
+        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+            cause = exc.__cause__ or exc
+            hint = f"is the server running? check {self._env('base_url')}"
+            return _Failure(f"could not be reached ({_reason(cause)})", True, hint)
+        return _Failure(f"failed ({_reason(exc)})", True, "check the server's log")
+
+    def _give_up(self, failure: _Failure, tries: int) -> BackendError:
+        count = f"{tries} {'try' if tries == 1 else 'tries'}"
+        return BackendError(
+            f"{self.role} endpoint {self.endpoint} {failure.what} ({count}); {failure.hint}",
+            retryable=failure.retryable,
+        )
+
+    def _pause(self, failure: _Failure, attempt: int, tries: int) -> float:
+        delay = min(self.retry_backoff * 2 ** (attempt - 1), _BACKOFF_CAP)
+        delay = max(delay, min(failure.wait, _BACKOFF_CAP))
+        logger.warning(
+            "%s endpoint %s %s; retrying in %.2f s (try %d of %d)",
+            self.role,
+            self.endpoint,
+            failure.what,
+            delay,
+            attempt + 1,
+            tries,
+        )
+        return delay
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        tries = self.settings.max_retries + 1
+        for attempt in itertools.count(1):
+            try:
+                return call()
+            except _errors() as exc:
+                failure = self._describe(exc)
+                if not failure.retryable or attempt >= tries:
+                    raise self._give_up(failure, attempt) from exc
+                time.sleep(self._pause(failure, attempt, tries))
+        raise AssertionError("unreachable")
+
+    async def _aretrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        tries = self.settings.max_retries + 1
+        for attempt in itertools.count(1):
+            try:
+                return await call()
+            except _errors() as exc:
+                failure = self._describe(exc)
+                if not failure.retryable or attempt >= tries:
+                    raise self._give_up(failure, attempt) from exc
+                await asyncio.sleep(self._pause(failure, attempt, tries))
+        raise AssertionError("unreachable")
+
+    def _broken(self, reader: _ChunkReader, exc: BaseException | None) -> BackendError:
+        if exc is None:
+            why = "the stream ended without a finish reason"
+        elif isinstance(exc, _errors()) and exc.__cause__ is not None:
+            why = _reason(exc.__cause__)
+        else:
+            why = _reason(exc)
+        return BackendError(
+            f"{self.role} endpoint {self.endpoint} broke off its reply after {reader.count} "
+            f"streamed chunks ({why}); check the server's log",
+        )
+
+    def _observe(
+        self, thinking: bool, fielded: bool, content: str, finish_reason: str | None
+    ) -> None:
+        """Learn from a reply whether the server leaves thinking inline in the content."""
+        if fielded:
+            self._inline = False
+        elif "</think>" in content:
+            self._inline = True
+        elif thinking and finish_reason in ("stop", "tool_calls") and self._inline is None:
+            # Asked to think, finished, and no thinking in a field nor inline: nothing to split.
+            self._inline = False
+
+    # -- LangChain chat-model hooks --------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        body, thinking, tools = self._request(messages, stop, kwargs, stream=False)
+        client = self._client()
+        completion = self._retrying(lambda: client.chat.completions.create(**body))
+        return self._result(completion, thinking, tools)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        body, thinking, tools = self._request(messages, stop, kwargs, stream=False)
+        client = self._aclient()
+        completion = await self._aretrying(lambda: client.chat.completions.create(**body))
+        return self._result(completion, thinking, tools)
+
+    def _result(
+        self, completion: Any, thinking: bool, tools: Sequence[dict[str, Any]] | None
+    ) -> ChatResult:
+        if not getattr(completion, "choices", None):
+            raise BackendError(f"{self.role} endpoint {self.endpoint} answered without a reply")
+        choice = completion.choices[0]
+        fielded = bool(
+            _field(choice.message, "reasoning") or _field(choice.message, "reasoning_content")
+        )
+        self._observe(thinking, fielded, choice.message.content or "", choice.finish_reason)
+        message = _to_message(completion, tools, opened=thinking and self._inline is True)
+        return ChatResult(
+            generations=[ChatGeneration(message=message)],
+            llm_output={"model_name": completion.model},
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        body, thinking, tools = self._request(messages, stop, kwargs, stream=True)
+        client = self._client()
+        reader = _ChunkReader(thinking, self._inline, tools)
+
+        def open_stream() -> tuple[Any, list[Any]]:
+            # Retried until the first chunk is in: nothing has been passed on yet.
+            stream = client.chat.completions.create(**body)
+            try:
+                return stream, [next(stream)]
+            except StopIteration:
+                return stream, []
+            except BaseException:
+                stream.close()
+                raise
+
+        stream, first = self._retrying(open_stream)
+        with stream:
+            try:
+                for chunk in itertools.chain(first, stream):
+                    for message in reader.read(chunk):
+                        yield self._emit(message, run_manager)
+            except _errors() as exc:
+                raise self._broken(reader, exc) from exc
+        if reader.finish_reason is None:
+            raise self._broken(reader, None)
+        self._observe(thinking, reader.fielded, reader.text, reader.finish_reason)
+        for message in reader.end():
+            yield self._emit(message, run_manager)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        body, thinking, tools = self._request(messages, stop, kwargs, stream=True)
+        client = self._aclient()
+        reader = _ChunkReader(thinking, self._inline, tools)
+
+        async def open_stream() -> tuple[Any, list[Any]]:
+            stream = await client.chat.completions.create(**body)
+            try:
+                return stream, [await stream.__anext__()]
+            except StopAsyncIteration:
+                return stream, []
+            except BaseException:
+                await stream.close()
+                raise
+
+        stream, first = await self._aretrying(open_stream)
+        try:
+            for chunk in first:
+                for message in reader.read(chunk):
+                    yield await self._aemit(message, run_manager)
+            async for chunk in stream:
+                for message in reader.read(chunk):
+                    yield await self._aemit(message, run_manager)
+        except _errors() as exc:
+            raise self._broken(reader, exc) from exc
+        finally:
+            await stream.close()
+        if reader.finish_reason is None:
+            raise self._broken(reader, None)
+        self._observe(thinking, reader.fielded, reader.text, reader.finish_reason)
+        for message in reader.end():
+            yield await self._aemit(message, run_manager)
+
+    @staticmethod
+    def _emit(
+        message: AIMessageChunk, run_manager: CallbackManagerForLLMRun | None
+    ) -> ChatGenerationChunk:
+        chunk = ChatGenerationChunk(message=message)
+        if run_manager is not None:
+            run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        return chunk
+
+    @staticmethod
+    async def _aemit(
+        message: AIMessageChunk, run_manager: AsyncCallbackManagerForLLMRun | None
+    ) -> ChatGenerationChunk:
+        chunk = ChatGenerationChunk(message=message)
+        if run_manager is not None:
+            await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        return chunk
