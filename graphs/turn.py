@@ -17,9 +17,17 @@ from tools.vision import Usage
 if TYPE_CHECKING:
     from tools.video import Case
 
-__all__ = ["build_result", "current_turn", "describe_case", "split_thinking"]
+__all__ = [
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "build_result",
+    "current_turn",
+    "describe_case",
+    "split_thinking",
+]
 
-_THINK_END = "</think>"
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
 _NOTES_LIMIT = 1500
 
 
@@ -31,14 +39,29 @@ def current_turn(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
     return list(messages)
 
 
-def split_thinking(text: str) -> tuple[str, str]:
-    """Split ``"<think>…</think>answer"`` (or ``"…</think>answer"``) into (thinking, answer)."""
-    if _THINK_END not in text:
-        if text.lstrip().startswith("<think>"):
-            return text.lstrip().removeprefix("<think>").strip(), ""
-        return "", text.strip()
-    thinking, _, answer = text.partition(_THINK_END)
-    return thinking.replace("<think>", "", 1).strip(), answer.strip()
+def split_thinking(text: str, *, thinking: bool = False) -> tuple[str, str]:
+    """Split a completion into its thinking and its answer.
+
+    Handles ``<think>…</think>answer``, ``…</think>answer`` (the prompt opened the block),
+    no thinking at all, and an unclosed ``<think>`` (a reply cut off while thinking).
+
+    Args:
+        text: The raw completion.
+        thinking: Whether the prompt already opened a think block; then a completion with no
+            ``</think>`` at all is unfinished thinking rather than an answer.
+
+    Returns:
+        ``(reasoning, answer)``, both stripped; either may be empty.
+    """
+    if THINK_CLOSE in text:
+        head, _, answer = text.partition(THINK_CLOSE)
+        return head.replace(THINK_OPEN, "").strip(), answer.strip()
+    before, opened, after = text.partition(THINK_OPEN)
+    if opened:
+        return after.strip(), before.strip()
+    if thinking:
+        return text.strip(), ""
+    return "", text.strip()
 
 
 def describe_case(case: Case) -> str:
