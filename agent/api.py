@@ -109,8 +109,8 @@ class SurgicalAgent:
         cls,
         settings: Settings | None = None,
         *,
-        planner: PlannerModel | None = None,
-        vision: VisionBackend | None = None,
+        planner_model: PlannerModel | None = None,
+        vision_model: VisionBackend | None = None,
         sessions: Literal["memory", "sqlite"] = "memory",
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         **overrides: Any,
@@ -119,8 +119,9 @@ class SurgicalAgent:
 
         Args:
             settings: Settings to use instead of the resolved ones.
-            planner: A ready planner model instead of the configured backend (tests, notebooks).
-            vision: A ready perception backend instead of the configured one.
+            planner_model: A ready planner model instead of the configured backend (tests,
+                notebooks).
+            vision_model: A ready perception backend instead of the configured one.
             sessions: ``memory`` (sessions live as long as the agent) or ``sqlite``
                 (kept in ``settings.sessions_db``, surviving restarts).
             checkpointer: Any LangGraph checkpointer; overrides ``sessions``.
@@ -131,15 +132,16 @@ class SurgicalAgent:
                 configure it.
         """
         settings = settings or get_settings(**overrides)
+        planner = planner_model
         if planner is None:
             from agent.backends import load_backend
 
-            backend = load_backend(settings.planner)
+            backend = load_backend(settings.planner, role="planner")
             backend.check()
             planner = backend
         if checkpointer is None and sessions == "sqlite":
             checkpointer = sqlite_checkpointer(settings.sessions_db)
-        return cls(settings, planner, vision=vision, checkpointer=checkpointer)
+        return cls(settings, planner, vision=vision_model, checkpointer=checkpointer)
 
     def open_case(self, case: str | Path | Case) -> Case:
         """Open a case by video path, frame folder or indexed case id.

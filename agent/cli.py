@@ -88,7 +88,7 @@ def _friendly_errors() -> Iterator[None]:
     except SurgAgentError as error:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {error}", highlight=False)
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
@@ -261,7 +261,7 @@ def _friendly_errors_in_chat() -> Iterator[None]:
     except SurgAgentError as error:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {error}", highlight=False)
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
 
 
 @app.command()

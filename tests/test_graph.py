@@ -228,9 +228,9 @@ def test_sessions_interleave_and_keep_their_case(case_video: Path, tmp_path: Pat
 
 def test_sqlite_sessions_survive_a_restart(case_video: Path) -> None:
     planner = ScriptedChatModel(replies=[say("first answer"), say("second answer")])
-    first = SurgicalAgent.from_settings(planner=planner, sessions="sqlite")
+    first = SurgicalAgent.from_settings(planner_model=planner, sessions="sqlite")
     first.invoke("q1", case=case_video, thread_id="keep")
-    restarted = SurgicalAgent.from_settings(planner=planner, sessions="sqlite")
+    restarted = SurgicalAgent.from_settings(planner_model=planner, sessions="sqlite")
     assert [m.text for m in restarted.history("keep")] == ["q1", "first answer"]
     assert restarted.invoke("q2", thread_id="keep").answer == "second answer"
     assert get_settings().sessions_db.exists()

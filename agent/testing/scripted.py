@@ -4,7 +4,7 @@ It replies from a list (or a function of the messages) and records every call, s
 can drive the real graph and tools without a real model.
 
     model = ScriptedChatModel(replies=[call("look_at_frames", times=["00:05"]), say("Done.")])
-    agent = SurgicalAgent.from_settings(planner=model)
+    agent = SurgicalAgent.from_settings(planner_model=model)
 """
 
 from __future__ import annotations
