@@ -100,6 +100,10 @@ class SurgicalAgent:
         self.tools = tools if tools is not None else default_tools(settings)
         self.cache = CaseCache(settings.cache_dir)
         prompts = Prompts(system=load_prompt("planner_system"), final=load_prompt("final_answer"))
+        # Sessions in memory die with the process, so saving a checkpoint after every step
+        # buys nothing there: save once per run. A persistent store saves every step, so a
+        # crash loses at most the step in flight.
+        self._durability: Literal["exit", "async"] = "exit" if checkpointer is None else "async"
         self.graph: CompiledStateGraph[Any, RunContext, Any, Any] = build_case_review_graph(
             self.tools, prompts, checkpointer=checkpointer or InMemorySaver()
         )
@@ -203,7 +207,7 @@ class SurgicalAgent:
             UserError: If the session is about another case, or the question is empty.
         """
         inputs, config, context = self._prepare(question, case, thread_id)
-        state = self.graph.invoke(inputs, config, context=context)
+        state = self.graph.invoke(inputs, config, context=context, durability=self._durability)
         return self._result(state, config)
 
     def stream(
@@ -220,6 +224,7 @@ class SurgicalAgent:
             config,
             context=context,
             stream_mode=["messages", "updates"],
+            durability=self._durability,
         ):
             if mode == "messages":
                 yield from _token_events(*payload)

@@ -79,8 +79,12 @@ def _main_options(
 
 
 @contextmanager
-def _friendly_errors() -> Iterator[None]:
-    """Turn our errors into one red line (tracebacks only with --debug)."""
+def _friendly_errors(*, exit_on_error: bool = True) -> Iterator[None]:
+    """Turn our errors into one red line (tracebacks only with --debug).
+
+    Args:
+        exit_on_error: End the command with exit status 1; a chat turn goes on instead.
+    """
     from tools.errors import SurgAgentError
 
     try:
@@ -89,7 +93,8 @@ def _friendly_errors() -> Iterator[None]:
         if _state["debug"]:
             raise
         err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        if exit_on_error:
+            raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
@@ -244,24 +249,11 @@ def chat(
                 if not _chat_command(agent, thread_id, line):
                     break
                 continue
-            with _friendly_errors_in_chat():
+            with _friendly_errors(exit_on_error=False):
                 _stream_answer(
                     agent.stream(line, case=first_case, thread_id=thread_id), show_steps=True
                 )
                 first_case = None
-
-
-@contextmanager
-def _friendly_errors_in_chat() -> Iterator[None]:
-    """In a chat, an error ends the turn, not the session."""
-    from tools.errors import SurgAgentError
-
-    try:
-        yield
-    except SurgAgentError as error:
-        if _state["debug"]:
-            raise
-        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Both graphs run the same scripted planner (N tool calls, then an answer) and the same
 trivial tool, so the difference is what our graph adds: system prompt, retries and timing
-around tools, evidence and the AnswerResult.
+around tools, evidence, the answer node and the AnswerResult, and the in-memory session
+(one checkpoint per run; the bare loop keeps none).
 
     python bench/graph_overhead.py --steps 6 --runs 200
 """
