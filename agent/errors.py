@@ -5,7 +5,7 @@ raise ConfigError("no planner model is reachable; set SURGAGENT_PLANNER__MODEL .
 
 from __future__ import annotations
 
-from tools.errors import BackendError, CaseError, SurgAgentError, ToolInputError
+from tools.errors import BackendError, CaseError, ConfigError, SurgAgentError, ToolInputError
 
 __all__ = [
     "BackendError",
@@ -15,10 +15,6 @@ __all__ = [
     "ToolInputError",
     "UserError",
 ]
-
-
-class ConfigError(SurgAgentError):
-    """The settings do not describe something that can run (model missing, bad backend)."""
 
 
 class UserError(SurgAgentError):

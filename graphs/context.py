@@ -29,6 +29,8 @@ class RunContext:
         planner: The planner chat model (tools are bound per run).
         vision: The perception backend, or None where none is configured.
         knowledge: The guideline store, or None where none is configured.
+        detector: The instrument detector engine, or None where no weights are configured.
+        segmenter: The phase segmenter engine, or None where no weights are configured.
         step_budget: Most planner turns in one answer.
         frame_budget: Most frames shown to the planner in one answer.
         tool_retries: Retries of a tool whose backend failed.
@@ -42,6 +44,8 @@ class RunContext:
     planner: PlannerModel
     vision: VisionBackend | None = None
     knowledge: Any | None = None
+    detector: Any | None = None
+    segmenter: Any | None = None
     step_budget: int = 8
     frame_budget: int = 12
     tool_retries: int = 2

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 __all__ = [
     "BackendError",
     "CaseError",
+    "ConfigError",
     "SurgAgentError",
     "ToolInputError",
     "suggest",
@@ -27,6 +28,13 @@ class SurgAgentError(Exception):
 
 class ToolInputError(SurgAgentError, ValueError):
     """A tool was called with arguments it cannot use; the planner can correct them."""
+
+
+class ConfigError(SurgAgentError):
+    """The settings describe something that cannot run; the message says how to fix it.
+
+    Examples: a model or weights file that is missing, a bad backend, weights that do not fit.
+    """
 
 
 class CaseError(SurgAgentError):
