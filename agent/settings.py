@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -37,6 +37,7 @@ __all__ = [
 
 BackendKind = Literal["openai", "transformers", "vllm"]
 DEFAULT_MODEL = "Qwen/Qwen3.5-9B"
+DEFAULT_DATA_DIR = Path("~/.surgagent")
 ENV_PREFIX = "SURGAGENT_"
 
 
@@ -85,21 +86,32 @@ class Settings(BaseSettings):
     planner: ModelSettings = Field(default_factory=ModelSettings)
     perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
     data_dir: Path = Field(
-        Path("~/.surgagent"), description="cases cache, sessions and knowledge store live here"
+        DEFAULT_DATA_DIR, description="cases cache, sessions and knowledge store live here"
+    )
+    cache_dir: Path = Field(
+        DEFAULT_DATA_DIR / "cache",
+        description="per-case work (probes, frames, detections); default data_dir/cache",
     )
     step_budget: int = Field(8, ge=1, description="most planner turns in one answer")
     frame_budget: int = Field(12, ge=0, description="most frames shown to the planner per answer")
     tool_retries: int = Field(2, ge=0, description="retries of a tool whose backend failed")
 
-    @property
-    def cache_dir(self) -> Path:
-        """Where per-case work (probes, frames, detections) is cached."""
-        return self.data_dir.expanduser() / "cache"
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_inside_data_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("cache_dir"):
+            data = {**data, "cache_dir": Path(data.get("data_dir") or DEFAULT_DATA_DIR) / "cache"}
+        return data
+
+    @field_validator("data_dir", "cache_dir")
+    @classmethod
+    def _expand_home(cls, path: Path) -> Path:
+        return path.expanduser()
 
     @property
     def sessions_db(self) -> Path:
         """The SQLite file holding chat sessions (LangGraph checkpoints)."""
-        return self.data_dir.expanduser() / "sessions.sqlite"
+        return self.data_dir / "sessions.sqlite"
 
     @classmethod
     def settings_customise_sources(
@@ -127,7 +139,10 @@ def get_settings(**overrides: Any) -> Settings:
     """Resolve the settings; ``overrides`` (nested dicts allowed) win over everything else."""
     if not overrides:
         return _cached_settings()
-    base = _cached_settings().model_dump()
+    current = _cached_settings()
+    base = current.model_dump()
+    if current.cache_dir == current.data_dir / "cache":
+        del base["cache_dir"]  # derived: follows an overridden data_dir
     return Settings(**_deep_merge(base, overrides))
 
 

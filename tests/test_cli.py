@@ -115,15 +115,12 @@ def test_ask_streams_and_prints_json(tmp_path: Path) -> None:
 
 
 def test_chat_session_resumes_after_a_restart() -> None:
-    def answer(request: dict) -> ScriptedReply:
-        users = [
-            m["content"]
-            for m in request["messages"]
-            if m["role"] == "user" and isinstance(m["content"], str)
-        ]
-        return ScriptedReply(content="heard: " + " / ".join(users))
-
-    with ScriptedOpenAIServer(answer) as server:
+    script = [
+        ScriptedReply(tool_calls=[("look_at_frames", {"times": ["00:02"]})]),
+        ScriptedReply(content="A grasper is in view at [00:02].", reasoning="I looked."),
+        ScriptedReply(content="Still the grasper."),
+    ]
+    with ScriptedOpenAIServer(script) as server:
         env = openai_env(server)
         first = run_cli(
             "chat",
@@ -131,16 +128,20 @@ def test_chat_session_resumes_after_a_restart() -> None:
             "--session",
             "s1",
             env=env,
-            stdin="first question\n/quit\n",
+            stdin="what is at 2 s?\n/quit\n",
         )
         assert first.returncode == 0, first.stderr
-        assert "heard: first question" in first.stdout
-        second = run_cli(
-            "chat", "--session", "s1", env=env, stdin="second question\n/evidence\n/trace\n"
-        )
+        assert "A grasper is in view at [00:02]." in first.stdout
+        second = run_cli("chat", "--session", "s1", env=env, stdin="and now?\n/evidence\n/trace\n")
     assert second.returncode == 0, second.stderr
-    assert "resuming session s1" in second.stdout
-    assert "heard: first question / second question" in second.stdout
+    assert "resuming session s1 (4 messages)" in second.stdout
+    assert "Still the grasper." in second.stdout
+    after_answer = second.stdout.split("Still the grasper.")[1]
+    assert "[00:02 frame]" in after_answer  # /evidence lists what the session cited
+    assert "plan" in after_answer  # /trace shows the last answer's steps
+    # The second request carried the whole conversation, tool call and result included.
+    roles = [m["role"] for m in server.requests[-1]["messages"]]
+    assert roles.count("tool") == 1 and roles.count("assistant") == 2
 
 
 def test_missing_and_corrupt_videos_are_one_line_errors(tmp_path: Path) -> None:

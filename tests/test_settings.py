@@ -55,3 +55,29 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_settings()
     with pytest.raises(ValidationError, match="backend"):
         get_settings()
+
+
+def test_cache_dir_follows_data_dir_unless_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SURGAGENT_DATA_DIR", str(tmp_path / "data"))
+    reset_settings()
+    assert get_settings().cache_dir == tmp_path / "data" / "cache"
+    assert get_settings(data_dir=str(tmp_path / "other")).cache_dir == tmp_path / "other" / "cache"
+    monkeypatch.setenv("SURGAGENT_CACHE_DIR", str(tmp_path / "fast-disk"))
+    reset_settings()
+    assert get_settings().cache_dir == tmp_path / "fast-disk"
+    assert get_settings().sessions_db == tmp_path / "data" / "sessions.sqlite"
+
+
+def test_langgraph_studio_graph_loads() -> None:
+    import json
+
+    spec = json.loads((Path(__file__).parents[1] / "langgraph.json").read_text())
+    module_path, _, attr = spec["graphs"]["case_review"].partition(":")
+    assert module_path == "./agent/studio.py"
+    from agent import studio
+
+    graph = getattr(studio, attr)
+    assert {"plan", "tools", "answer"} <= set(graph.get_graph().nodes)
+    assert graph.checkpointer is None  # the LangGraph server brings its own
