@@ -66,9 +66,18 @@ class AgentEvent(BaseModel):
     result: AnswerResult | None = None
 
 
-def default_tools(settings: Settings) -> list[BaseTool]:
-    """The tools offered for these settings (only those whose models are configured)."""
-    return make_video_tools()
+def offered_tools(*, vision: bool) -> list[BaseTool]:
+    """The planner's tools: frames always, each model-backed tool only where it is configured.
+
+    Args:
+        vision: Whether a perception model is available.
+    """
+    tools = make_video_tools()
+    if vision:
+        from tools.perception import make_perception_tools
+
+        tools += make_perception_tools()
+    return tools
 
 
 class SurgicalAgent:
@@ -97,7 +106,7 @@ class SurgicalAgent:
         self.settings = settings
         self.planner = planner
         self.vision = vision
-        self.tools = tools if tools is not None else default_tools(settings)
+        self.tools = tools if tools is not None else offered_tools(vision=vision is not None)
         self.cache = CaseCache(settings.cache_dir)
         prompts = Prompts(system=load_prompt("planner_system"), final=load_prompt("final_answer"))
         # Sessions in memory die with the process, so saving a checkpoint after every step
@@ -125,7 +134,8 @@ class SurgicalAgent:
             settings: Settings to use instead of the resolved ones.
             planner_model: A ready planner model instead of the configured backend (tests,
                 notebooks).
-            vision_model: A ready perception backend instead of the configured one.
+            vision_model: A ready perception backend instead of the configured one. With a
+                ready ``planner_model`` and no ``vision_model``, no perception tool is offered.
             sessions: ``memory`` (sessions live as long as the agent) or ``sqlite``
                 (kept in ``settings.sessions_db``, surviving restarts).
             checkpointer: Any LangGraph checkpointer; overrides ``sessions``.
@@ -136,16 +146,20 @@ class SurgicalAgent:
                 configure it.
         """
         settings = settings or get_settings(**overrides)
-        planner = planner_model
+        planner, vision = planner_model, vision_model
         if planner is None:
             from agent.backends import load_backend
 
             backend = load_backend(settings.planner, role="planner")
             backend.check()
             planner = backend
+            if vision is None and settings.perception.enabled:
+                perception = load_backend(settings.perception, role="perception")
+                perception.check()
+                vision = perception
         if checkpointer is None and sessions == "sqlite":
             checkpointer = sqlite_checkpointer(settings.sessions_db)
-        return cls(settings, planner, vision=vision_model, checkpointer=checkpointer)
+        return cls(settings, planner, vision=vision, checkpointer=checkpointer)
 
     def open_case(self, case: str | Path | Case) -> Case:
         """Open a case by video path, frame folder or indexed case id.

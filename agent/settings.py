@@ -63,7 +63,13 @@ class ModelSettings(BaseModel):
 
 
 class PerceptionSettings(ModelSettings):
-    """The perception role: thinking off, Qwen's suggested non-thinking sampling."""
+    """The perception role: thinking off, Qwen's suggested non-thinking sampling.
+
+    Unless its backend, model or endpoint is set, perception uses the planner's model (a
+    Qwen3.5 model sees images too), so one endpoint is enough to start.
+    """
+
+    enabled: bool = Field(True, description="offer the perception tool to the planner")
 
     thinking: bool = Field(False, description="let the model think before answering")
     temperature: float = Field(0.7, ge=0)
@@ -103,6 +109,15 @@ class Settings(BaseSettings):
             data = {**data, "cache_dir": Path(data.get("data_dir") or DEFAULT_DATA_DIR) / "cache"}
         return data
 
+    @model_validator(mode="after")
+    def _perception_follows_planner(self) -> Settings:
+        if not {"backend", "model", "base_url"} & self.perception.model_fields_set:
+            shared = {"backend", "model", "base_url", "api_key", "device", "dtype", "timeout"}
+            self.perception = self.perception.model_copy(
+                update={name: getattr(self.planner, name) for name in shared}
+            )
+        return self
+
     @field_validator("data_dir", "cache_dir")
     @classmethod
     def _expand_home(cls, path: Path) -> Path:
@@ -136,14 +151,12 @@ def _cached_settings() -> Settings:
 
 
 def get_settings(**overrides: Any) -> Settings:
-    """Resolve the settings; ``overrides`` (nested dicts allowed) win over everything else."""
-    if not overrides:
-        return _cached_settings()
-    current = _cached_settings()
-    base = current.model_dump()
-    if current.cache_dir == current.data_dir / "cache":
-        del base["cache_dir"]  # derived: follows an overridden data_dir
-    return Settings(**_deep_merge(base, overrides))
+    """Resolve the settings; ``overrides`` (nested dicts allowed) win over everything else.
+
+    ``None`` values in ``overrides`` mean "not given" (unset CLI flags).
+    """
+    given = _without_none(overrides)
+    return Settings(**given) if given else _cached_settings()
 
 
 def reset_settings() -> None:
@@ -151,14 +164,14 @@ def reset_settings() -> None:
     _cached_settings.cache_clear()
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        elif value is not None:
-            merged[key] = value
-    return merged
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    cleaned = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = _without_none(value)
+        if value is not None and value != {}:
+            cleaned[key] = value
+    return cleaned
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

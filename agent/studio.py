@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.api import default_tools
+from agent.api import offered_tools
 from agent.prompts import load_prompt
 from agent.settings import get_settings
 from graphs.case_review import build_case_review_graph
@@ -23,7 +23,8 @@ __all__ = ["graph", "make_graph"]
 def make_graph() -> Any:
     """Compile the case-review graph with the tools the current settings configure."""
     prompts = Prompts(system=load_prompt("planner_system"), final=load_prompt("final_answer"))
-    return build_case_review_graph(default_tools(get_settings()), prompts)
+    tools = offered_tools(vision=get_settings().perception.enabled)
+    return build_case_review_graph(tools, prompts)
 
 
 graph = make_graph()

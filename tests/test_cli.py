@@ -163,9 +163,16 @@ def test_config_show_and_doctor_json(tmp_path: Path) -> None:
     )
     with ScriptedOpenAIServer() as server:
         doctor = run_cli("doctor", "--json", env=openai_env(server))
+        checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+        assert checks["planner model"]["ok"] and checks["package langgraph"]["ok"]
+        assert checks["perception model"]["ok"]  # it follows the planner unless set
+        perception_down = {
+            **openai_env(server),
+            "SURGAGENT_PERCEPTION__BACKEND": "openai",
+            "SURGAGENT_PERCEPTION__BASE_URL": "http://127.0.0.1:9/v1",
+        }
+        doctor = run_cli("doctor", "--json", env=perception_down)
     checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
-    assert checks["planner model"]["ok"]
-    assert checks["package langgraph"]["ok"]
     assert (
         not checks["perception model"]["ok"]
         and "SURGAGENT_PERCEPTION__" in checks["perception model"]["fix"]

@@ -352,6 +352,9 @@ class FramesResult(ToolResult):
 _TIME_HELP = "seconds (75) or a clock time mm:ss / hh:mm:ss (01:15)"
 
 
+_DEFAULT_CLIP_COUNT = 4
+
+
 class LookAtFramesArgs(BaseModel):
     """Arguments of `look_at_frames`: either ``times`` or a clip ``start``-``end`` + ``count``."""
 
@@ -380,8 +383,25 @@ class LookAtFramesArgs(BaseModel):
     def _number_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int | float) else value
 
+    def wanted_times(self) -> list[float]:
+        """The moments asked for, in seconds: ``times``, or ``count`` spread over a clip.
 
-_DEFAULT_CLIP_COUNT = 4
+        Raises:
+            ToolInputError: If neither or both ways are given, or a time is malformed.
+        """
+        clip = (self.start, self.end, self.count)
+        if self.times and any(v is not None for v in clip):
+            raise ToolInputError("give either times or start/end/count, not both.")
+        if self.times:
+            return [parse_time(t) for t in self.times]
+        if self.start is None or self.end is None:
+            raise ToolInputError(
+                "say which frames to show: times=[...], or start and end (with count) for a clip."
+            )
+        count = self.count or _DEFAULT_CLIP_COUNT
+        return clip_times(parse_time(self.start), parse_time(self.end), count)
+
+
 _MAX_LISTED = 16
 
 
@@ -389,20 +409,6 @@ def _clock(seconds: float) -> str:
     """``format_time`` with tenths of a second where they matter (``01:05.4``)."""
     whole, tenths = divmod(round(seconds * 10), 10)
     return format_time(whole) + (f".{tenths}" if tenths else "")
-
-
-def _requested_times(args: LookAtFramesArgs) -> list[float]:
-    clip = (args.start, args.end, args.count)
-    if args.times and any(v is not None for v in clip):
-        raise ToolInputError("give either times or start/end/count, not both.")
-    if args.times:
-        return [parse_time(t) for t in args.times]
-    if args.start is None or args.end is None:
-        raise ToolInputError(
-            "say which frames to show: times=[...], or start and end (with count) for a clip."
-        )
-    count = args.count or _DEFAULT_CLIP_COUNT
-    return clip_times(parse_time(args.start), parse_time(args.end), count)
 
 
 def _messages_of(state: Any) -> list[BaseMessage]:
@@ -435,7 +441,7 @@ def look_at_frames(
     """Show the planner frames of its case (the description above is what it reads)."""
     ctx = runtime.context
     case = ctx.case
-    wanted = _requested_times(LookAtFramesArgs(times=times, start=start, end=end, count=count))
+    wanted = LookAtFramesArgs(times=times, start=start, end=end, count=count).wanted_times()
     left = ctx.frame_budget - images_shown_this_turn(_messages_of(runtime.state))
     if len(wanted) > left:
         raise ToolInputError(

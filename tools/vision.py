@@ -72,7 +72,10 @@ class VisionAnswer(BaseModel):
 class VisionBackend(Protocol):
     """Answers a question about one or more images."""
 
-    model_id: str
+    @property
+    def model_id(self) -> str:
+        """The model's id, path or served name."""
+        ...
 
     def answer(
         self, images: Sequence[Image], prompt: str, *, max_tokens: int | None = None

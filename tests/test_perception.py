@@ -1,0 +1,103 @@
+"""The perception tool through the real graph, with the perception model served over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langchain_core.messages import ToolMessage
+
+from agent.api import SurgicalAgent
+from agent.backends import load_backend
+from agent.settings import get_settings
+from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from agent.testing.scripted import ScriptedChatModel, call, say
+
+
+def perception_agent(server: ScriptedOpenAIServer, replies: list, **overrides) -> SurgicalAgent:
+    settings = get_settings(
+        perception={"backend": "openai", "base_url": server.base_url, "max_retries": 0},
+        **overrides,
+    )
+    vision = load_backend(settings.perception, role="perception")
+    return SurgicalAgent(settings, ScriptedChatModel(replies=replies), vision=vision)
+
+
+def test_cvs_question_is_asked_in_surgvlm_style_and_parsed(case_video: Path) -> None:
+    answer = "Criterion 1: No; Criterion 2: No; Criterion 3: Yes."
+    with ScriptedOpenAIServer([ScriptedReply(content=answer)]) as server:
+        agent = perception_agent(
+            server,
+            [
+                call("ask_perception", question="Is CVS achieved?", task="cvs", times=["00:05"]),
+                say("CVS is not achieved at [00:05]: only criterion 3 is met."),
+            ],
+        )
+        assert [tool.name for tool in agent.tools] == ["look_at_frames", "ask_perception"]
+        result = agent.invoke("Was CVS achieved at 5 s?", case=case_video, thread_id="t")
+    assert result.status == "answered"
+    request = server.requests[0]
+    assert request["chat_template_kwargs"]["enable_thinking"] is False  # perception role
+    parts = request["messages"][0]["content"]
+    assert sum(part["type"] == "image_url" for part in parts) == 1
+    assert "Criterion 1" in parts[-1]["text"] and "Is CVS achieved?" in parts[-1]["text"]
+    tool_message = [m for m in agent.history("t") if isinstance(m, ToolMessage)][0]
+    assert tool_message.artifact["parsed"] == [False, False, True]
+    assert "Parsed: (False, False, True)" in tool_message.text
+    evidence = result.evidence[0]
+    assert evidence.kind == "tool_output" and evidence.time == 5.0
+    # Perception frames are not shown to the planner and do not use its frame budget.
+    assert result.usage.images == 0
+
+
+def test_unreadable_answer_is_kept_and_flagged(case_video: Path) -> None:
+    with ScriptedOpenAIServer([ScriptedReply(content="It is hard to say.")]) as server:
+        agent = perception_agent(
+            server,
+            [
+                call("ask_perception", question="Where is the hook?", task="grid", times=["1"]),
+                say("Unclear."),
+            ],
+        )
+        agent.invoke("Where is the hook?", case=case_video, thread_id="t")
+    tool_message = [m for m in agent.history("t") if isinstance(m, ToolMessage)][0]
+    assert tool_message.artifact["answer"] == "It is hard to say."
+    assert tool_message.artifact["parsed"] is None
+    assert "could not be read as grid" in tool_message.text
+
+
+def test_too_many_frames_is_an_input_error(case_video: Path) -> None:
+    with ScriptedOpenAIServer() as server:
+        agent = perception_agent(
+            server,
+            [
+                call("ask_perception", question="What happens?", start="0", end="9", count=20),
+                say("ok"),
+            ],
+        )
+        agent.invoke("Q?", case=case_video, thread_id="t")
+    error = [m for m in agent.history("t") if isinstance(m, ToolMessage)][0]
+    assert error.status == "error" and "at most 8" in error.text
+    assert server.requests == []
+
+
+def test_perception_endpoint_down_ends_the_run_plainly(case_video: Path) -> None:
+    settings = get_settings(
+        perception={"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0},
+        tool_retries=1,
+    )
+    vision = load_backend(settings.perception, role="perception")
+    planner = ScriptedChatModel(
+        replies=[call("ask_perception", question="What is shown?", times=["1"]), say("never")]
+    )
+    result = SurgicalAgent(settings, planner, vision=vision).invoke("Q?", case=case_video)
+    assert result.status == "error"
+    assert "127.0.0.1:9" in result.answer and "2 tries" in result.answer
+
+
+def test_without_a_perception_model_the_tool_is_not_offered(case_video: Path) -> None:
+    agent = SurgicalAgent(get_settings(), ScriptedChatModel(replies=[say("ok")]))
+    assert [tool.name for tool in agent.tools] == ["look_at_frames"]
+    agent.invoke("Q?", case=case_video)
+    assert [t["function"]["name"] for t in agent.planner.bound_tools] == ["look_at_frames"]  # type: ignore[attr-defined]
+    system = agent.planner.seen[0][0].text  # type: ignore[attr-defined]
+    assert "look_at_frames" in system and "ask_perception" not in system

@@ -1,0 +1,83 @@
+"""Label vocabularies of the surgical datasets SurgAgent speaks about.
+
+Cholec80 (Twinanda et al., EndoNet, IEEE TMI 2017): seven phases and seven tools.
+CholecT50 (Nwoye et al., Rendezvous, MedIA 2022): instruments, verbs and targets of the
+action triplets, in the order of the dataset's label JSON.
+
+    CHOLEC80_PHASES[2]  # "ClippingCutting"
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CHOLEC80_PHASES",
+    "CHOLEC80_TOOLS",
+    "CHOLECT50_INSTRUMENTS",
+    "CHOLECT50_TARGETS",
+    "CHOLECT50_VERBS",
+    "CVS_CRITERIA",
+    "GRID_CELLS",
+]
+
+CHOLEC80_PHASES = (
+    "Preparation",
+    "CalotTriangleDissection",
+    "ClippingCutting",
+    "GallbladderDissection",
+    "GallbladderPackaging",
+    "CleaningCoagulation",
+    "GallbladderRetraction",
+)
+
+CHOLEC80_TOOLS = ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag")
+
+CHOLECT50_INSTRUMENTS = ("grasper", "bipolar", "hook", "scissors", "clipper", "irrigator")
+CHOLECT50_VERBS = (
+    "grasp",
+    "retract",
+    "dissect",
+    "coagulate",
+    "clip",
+    "cut",
+    "aspirate",
+    "irrigate",
+    "pack",
+    "null_verb",
+)
+CHOLECT50_TARGETS = (
+    "gallbladder",
+    "cystic_plate",
+    "cystic_duct",
+    "cystic_artery",
+    "cystic_pedicle",
+    "blood_vessel",
+    "fluid",
+    "abdominal_wall_cavity",
+    "liver",
+    "adhesion",
+    "omentum",
+    "peritoneum",
+    "gut",
+    "specimen_bag",
+    "null_target",
+)
+
+# Strasberg's critical view of safety, as scored in Endoscapes2023.
+CVS_CRITERIA = (
+    "two and only two structures (cystic duct and cystic artery) enter the gallbladder",
+    "the hepatocystic triangle is cleared of fat and fibrous tissue",
+    "the lower third of the gallbladder is separated from the liver bed (cystic plate exposed)",
+)
+
+# The 3x3 grid of SurgVLM-Bench localisation questions, row by row.
+GRID_CELLS = (
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
