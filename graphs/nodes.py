@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,15 @@ def _system_message(prompts: Prompts, ctx: RunContext, tools: Sequence[BaseTool]
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _image_part(path: str, max_side: int) -> dict[str, Any]:
+    """An ``image_url`` part for a frame file; cached, as every planner step re-sends it."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return {"type": "image_url", "image_url": {"url": image_to_data_url(image, max_side)}}
+
+
 def _with_images(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMessage]:
     """Show the current turn's tool images to the planner, after each block of tool results.
 
@@ -84,35 +94,23 @@ def _with_images(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMe
     """
     if not ctx.planner_sees_images:
         return list(messages)
-    from PIL import Image
-
     turn_start = len(messages) - len(current_turn(messages))
     out: list[BaseMessage] = []
-    pending: list[tuple[str, str]] = []
+    tools: set[str] = set()
+    paths: list[str] = []
     for index, message in enumerate(messages):
         out.append(message)
         if index >= turn_start and isinstance(message, ToolMessage):
-            pending += [
-                (message.name or "tool", p) for p in message.response_metadata.get("images", [])
-            ]
+            new_paths = message.response_metadata.get("images", [])
+            paths += new_paths
+            tools |= {message.name or "tool"} if new_paths else set()
         next_is_tool = index + 1 < len(messages) and isinstance(messages[index + 1], ToolMessage)
-        if pending and not next_is_tool:
-            parts: list[str | dict[str, Any]] = [
-                {
-                    "type": "text",
-                    "text": f"Images returned by {', '.join(sorted({n for n, _ in pending}))}:",
-                }
-            ]
-            for _, path in pending:
-                with Image.open(path) as image:
-                    parts.append(
-                        {
-                            "type": "image_url",
-                            "image_url": {"url": image_to_data_url(image, ctx.max_image_side)},
-                        }
-                    )
+        if paths and not next_is_tool:
+            header = {"type": "text", "text": f"Images returned by {', '.join(sorted(tools))}:"}
+            parts: list[str | dict[Any, Any]] = [header]
+            parts += [_image_part(path, ctx.max_image_side) for path in paths]
             out.append(HumanMessage(content=parts))
-            pending = []
+            tools, paths = set(), []
     return out
 
 
