@@ -129,5 +129,9 @@ def run_checks(settings: Settings | None = None) -> DoctorReport:
     checks += _package_checks()
     checks.append(_gpu_check())
     checks.append(_data_dir_check(settings))
-    checks += [_role_check(settings, role) for role in ("planner", "perception")]
+    checks.append(_role_check(settings, "planner"))
+    if settings.perception.enabled:
+        checks.append(_role_check(settings, "perception"))
+    else:
+        checks.append(Check(name="perception model", ok=True, detail="turned off"))
     return DoctorReport(checks=checks)
