@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from agent.commands.phase import app as phase_app
+
 if TYPE_CHECKING:
     from agent.api import AgentEvent, SurgicalAgent
     from graphs.result import AnswerResult
@@ -40,6 +42,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the resolved settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(phase_app, name="phase", help="Train, run and evaluate the phase segmenter.")
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -94,10 +97,10 @@ def _friendly_errors(*, exit_on_error: bool = True) -> Iterator[None]:
             raise
         err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         if exit_on_error:
-            raise typer.Exit(1) from None
+            raise SystemExit(1) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None
 
 
 def _planner_overrides(
@@ -165,20 +168,19 @@ def ask(
 
     Example: surgagent ask video.mp4 "When is the clipper first used?" --json
     """
-    with _friendly_errors():
-        overrides = _planner_overrides(backend, model, base_url, thinking)
-        if steps is not None:
-            overrides["step_budget"] = steps
-        agent = _build_agent(overrides)
-        if as_json:
-            result = agent.invoke(question, case=case)
-            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
-        else:
-            result = _stream_answer(
-                agent.stream(question, case=case), show_steps=not _state.get("quiet")
-            )
-        if result.status == "error":
-            raise typer.Exit(2)
+    overrides = _planner_overrides(backend, model, base_url, thinking)
+    if steps is not None:
+        overrides["step_budget"] = steps
+    agent = _build_agent(overrides)
+    if as_json:
+        result = agent.invoke(question, case=case)
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        result = _stream_answer(
+            agent.stream(question, case=case), show_steps=not _state.get("quiet")
+        )
+    if result.status == "error":
+        raise typer.Exit(2)
 
 
 def _chat_command(agent: SurgicalAgent, thread_id: str, line: str) -> bool:
@@ -225,35 +227,32 @@ def chat(
     In the chat: /trace shows the last answer's tool calls and thinking, /evidence lists
     the evidence so far, /quit leaves.
     """
-    with _friendly_errors():
-        agent = _build_agent(
-            _planner_overrides(backend, model, base_url, thinking), sessions="sqlite"
-        )
-        thread_id = session or uuid.uuid4().hex[:12]
-        past = agent.history(thread_id)
-        if past:
-            console.print(f"[dim]resuming session {thread_id} ({len(past)} messages)[/dim]")
-        elif case is None:
-            raise typer.BadParameter("give a CASE to start a new session")
-        else:
-            console.print(f"[dim]session {thread_id} (resume with --session {thread_id})[/dim]")
-        first_case: str | None = case
-        while True:
-            try:
-                line = console.input("[bold cyan]you>[/bold cyan] ")
-            except EOFError:
+    agent = _build_agent(_planner_overrides(backend, model, base_url, thinking), sessions="sqlite")
+    thread_id = session or uuid.uuid4().hex[:12]
+    past = agent.history(thread_id)
+    if past:
+        console.print(f"[dim]resuming session {thread_id} ({len(past)} messages)[/dim]")
+    elif case is None:
+        raise typer.BadParameter("give a CASE to start a new session")
+    else:
+        console.print(f"[dim]session {thread_id} (resume with --session {thread_id})[/dim]")
+    first_case: str | None = case
+    while True:
+        try:
+            line = console.input("[bold cyan]you>[/bold cyan] ")
+        except EOFError:
+            break
+        if not line.strip():
+            continue
+        if line.startswith("/"):
+            if not _chat_command(agent, thread_id, line):
                 break
-            if not line.strip():
-                continue
-            if line.startswith("/"):
-                if not _chat_command(agent, thread_id, line):
-                    break
-                continue
-            with _friendly_errors(exit_on_error=False):
-                _stream_answer(
-                    agent.stream(line, case=first_case, thread_id=thread_id), show_steps=True
-                )
-                first_case = None
+            continue
+        with _friendly_errors(exit_on_error=False):
+            _stream_answer(
+                agent.stream(line, case=first_case, thread_id=thread_id), show_steps=True
+            )
+            first_case = None
 
 
 @app.command()
@@ -268,19 +267,18 @@ def index(
     from agent.settings import get_settings
     from tools.video import CaseCache, index_case, open_case
 
-    with _friendly_errors():
-        cache = CaseCache(get_settings().cache_dir)
-        opened = open_case(case, cache)
-        with Progress(console=err_console, disable=bool(_state.get("quiet") or as_json)) as bar:
-            task = bar.add_task(f"indexing {opened.id}", total=None)
-            progress: Callable[[int, int], None] = lambda done, total: bar.update(  # noqa: E731
-                task, completed=done, total=total
-            )
-            result = index_case(opened, cache, fps=fps, progress=progress)
-        if as_json:
-            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
-        else:
-            console.print(f"indexed {opened.id}: {result.model_dump()}", highlight=False)
+    cache = CaseCache(get_settings().cache_dir)
+    opened = open_case(case, cache)
+    with Progress(console=err_console, disable=bool(_state.get("quiet") or as_json)) as bar:
+        task = bar.add_task(f"indexing {opened.id}", total=None)
+        progress: Callable[[int, int], None] = lambda done, total: bar.update(  # noqa: E731
+            task, completed=done, total=total
+        )
+        result = index_case(opened, cache, fps=fps, progress=progress)
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        console.print(f"indexed {opened.id}: {result.model_dump()}", highlight=False)
 
 
 @config_app.command("show")
@@ -288,18 +286,17 @@ def config_show(as_json: JsonOpt = False) -> None:
     """Print every setting, its value and where it came from (default, file, env)."""
     from agent.settings import get_settings, setting_sources
 
-    with _friendly_errors():
-        rows = setting_sources(get_settings())
-        if as_json:
-            data = [{"name": n, "value": str(v), "source": s} for n, v, s in rows]
-            sys.stdout.write(json.dumps(data, indent=2) + "\n")
-            return
-        from rich.table import Table
+    rows = setting_sources(get_settings())
+    if as_json:
+        data = [{"name": n, "value": str(v), "source": s} for n, v, s in rows]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    from rich.table import Table
 
-        table = Table("setting", "value", "source")
-        for name, value, source in rows:
-            table.add_row(name, str(value), source)
-        console.print(table)
+    table = Table("setting", "value", "source")
+    for name, value, source in rows:
+        table.add_row(name, str(value), source)
+    console.print(table)
 
 
 @app.command()
@@ -307,18 +304,18 @@ def doctor(as_json: JsonOpt = False) -> None:
     """Check what is installed, whether the models are reachable, and what to do next."""
     from agent.doctor import run_checks
 
-    with _friendly_errors():
-        report = run_checks()
-        if as_json:
-            sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-            return
-        for check in report.checks:
-            mark = "[green]ok[/green]" if check.ok else "[red]!![/red]"
-            console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
-            if not check.ok and check.fix:
-                console.print(f"   [dim]→ {check.fix}[/dim]", highlight=False)
+    report = run_checks()
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return
+    for check in report.checks:
+        mark = "[green]ok[/green]" if check.ok else "[red]!![/red]"
+        console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+        if not check.ok and check.fix:
+            console.print(f"   [dim]→ {check.fix}[/dim]", highlight=False)
 
 
 def main() -> None:
     """Entry point of the ``surgagent`` console script."""
-    app()
+    with _friendly_errors():
+        app()

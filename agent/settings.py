@@ -25,9 +25,11 @@ from pydantic_settings import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DetectorSettings",
     "BackendKind",
     "ModelSettings",
     "PerceptionSettings",
+    "PhaseSettings",
     "Settings",
     "config_file",
     "get_settings",
@@ -77,6 +79,24 @@ class PerceptionSettings(ModelSettings):
     max_tokens: int = Field(512, gt=0, description="most tokens one reply may generate")
 
 
+class DetectorSettings(BaseModel):
+    """The YOLO instrument detector; without weights the planner is not offered it."""
+
+    weights: str | None = Field(None, description="YOLO detection weights (.pt path)")
+    imgsz: int = Field(640, gt=0, description="inference image size")
+    conf: float = Field(0.25, ge=0, le=1, description="minimum detection confidence")
+    iou: float = Field(0.5, ge=0, le=1, description="NMS IoU threshold")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1")
+    fps: float = Field(1.0, gt=0, description="frames per second tracked into the timeline")
+
+
+class PhaseSettings(BaseModel):
+    """The temporal phase segmenter; without a checkpoint the planner is not offered it."""
+
+    weights: str | None = Field(None, description="phase segmenter checkpoint (.pt path)")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1")
+
+
 def config_file() -> Path:
     """The TOML settings file: ``$SURGAGENT_CONFIG`` or ``./surgagent.toml``."""
     return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "surgagent.toml"))
@@ -91,6 +111,8 @@ class Settings(BaseSettings):
 
     planner: ModelSettings = Field(default_factory=ModelSettings)
     perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    phase: PhaseSettings = Field(default_factory=PhaseSettings)
     data_dir: Path = Field(
         DEFAULT_DATA_DIR, description="cases cache, sessions and knowledge store live here"
     )

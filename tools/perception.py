@@ -30,7 +30,7 @@ from tools.answers import (
 )
 from tools.base import Evidence, ToolResult, format_time
 from tools.cache import Case, CaseCache
-from tools.errors import ToolInputError
+from tools.errors import SurgAgentError, ToolInputError
 from tools.video import LookAtFramesArgs, load_image, sample_frames
 from tools.vision import Usage, VisionBackend
 from tools.vocabulary import (
@@ -237,10 +237,36 @@ def ask_perception(ctx: PerceptionContext, args: PerceptionArgs) -> tuple[str, P
 def cross_check(ctx: Any, result: PerceptionResult) -> list[str]:
     """Sentences where the detector or segmenter disagrees with perception at the same time.
 
-    Only engines the run has configured are asked, and only about work they can answer
-    from this case; an engine that fails here is logged and skipped, not fatal.
+    Only engines the run has configured are asked, and only for tasks they also answer
+    (instrument recognition, phase). An engine that fails here is logged and skipped: the
+    perception answer stands on its own.
     """
-    return []
+    if not isinstance(result.parsed, list) or not result.parsed:
+        return []
+    notes: list[str] = []
+    try:
+        if result.task == "instrument_recognition" and getattr(ctx, "detector", None):
+            seen = {name.lower() for name in result.parsed}
+            for frame in ctx.detector.detect(ctx.case, result.times, ctx.cache):
+                found = {d.name.lower() for d in frame.detections}
+                if found != seen:
+                    notes.append(
+                        f"at {format_time(frame.time)} perception names "
+                        f"{', '.join(sorted(seen)) or 'none'} but the detector finds "
+                        f"{', '.join(sorted(found)) or 'none'}."
+                    )
+        if result.task == "phase" and getattr(ctx, "segmenter", None):
+            prediction = ctx.segmenter.predict(ctx.case, ctx.cache)
+            for t in result.times:
+                segment = prediction.segment_at(t)
+                if segment.phase.lower() != str(result.parsed[0]).lower():
+                    notes.append(
+                        f"at {format_time(t)} perception says {result.parsed[0]} but the phase "
+                        f"segmenter says {segment.phase} (confidence {segment.confidence:.2f})."
+                    )
+    except SurgAgentError as error:
+        logger.warning("cross-check skipped: %s", error)
+    return notes
 
 
 _DESCRIPTION = (

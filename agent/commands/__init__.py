@@ -1,0 +1,1 @@
+"""Sub-commands of the ``surgagent`` CLI, one typer app per noun (``surgagent phase ...``)."""
