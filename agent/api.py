@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
     from graphs.protocols import PlannerModel
+    from tools.detector import InstrumentDetector
+    from tools.phase import PhaseSegmenter
     from tools.vision import VisionBackend
 
 __all__ = ["AgentEvent", "AnswerResult", "SurgicalAgent"]
@@ -66,18 +68,59 @@ class AgentEvent(BaseModel):
     result: AnswerResult | None = None
 
 
-def offered_tools(*, vision: bool) -> list[BaseTool]:
+def offered_tools(
+    *, vision: bool, detector: bool = False, segmenter: bool = False
+) -> list[BaseTool]:
     """The planner's tools: frames always, each model-backed tool only where it is configured.
 
     Args:
         vision: Whether a perception model is available.
+        detector: Whether an instrument detector is loaded.
+        segmenter: Whether a phase segmenter is loaded.
     """
     tools = make_video_tools()
     if vision:
         from tools.perception import make_perception_tools
 
         tools += make_perception_tools()
+    if detector:
+        from tools.detector import make_detector_tools
+
+        tools += make_detector_tools()
+    if segmenter:
+        from tools.phase import make_phase_tools
+
+        tools += make_phase_tools()
     return tools
+
+
+def load_engines(settings: Settings) -> dict[str, Any]:
+    """Load the detector and phase segmenter whose weights the settings name.
+
+    Raises:
+        ConfigError: If configured weights are missing, corrupt or of the wrong kind.
+    """
+    engines: dict[str, Any] = {}
+    options = settings.detector
+    if options.weights:
+        from tools.detector import InstrumentDetector
+
+        engines["detector"] = InstrumentDetector.from_weights(
+            options.weights,
+            imgsz=options.imgsz,
+            conf=options.conf,
+            iou=options.iou,
+            device=options.device,
+            track_fps=options.fps,
+        )
+    checkpoint = settings.phase.weights
+    if checkpoint:
+        from tools.phase import PhaseSegmenter
+
+        engines["segmenter"] = PhaseSegmenter.from_checkpoint(
+            Path(checkpoint).expanduser(), device=settings.phase.device
+        )
+    return engines
 
 
 class SurgicalAgent:
@@ -98,6 +141,8 @@ class SurgicalAgent:
         planner: PlannerModel,
         *,
         vision: VisionBackend | None = None,
+        detector: InstrumentDetector | None = None,
+        segmenter: PhaseSegmenter | None = None,
         tools: list[BaseTool] | None = None,
         checkpointer: BaseCheckpointSaver[Any] | None = None,
     ) -> None:
@@ -106,7 +151,15 @@ class SurgicalAgent:
         self.settings = settings
         self.planner = planner
         self.vision = vision
-        self.tools = tools if tools is not None else offered_tools(vision=vision is not None)
+        self.detector = detector
+        self.segmenter = segmenter
+        if tools is None:
+            tools = offered_tools(
+                vision=vision is not None,
+                detector=detector is not None,
+                segmenter=segmenter is not None,
+            )
+        self.tools = tools
         self.cache = CaseCache(settings.cache_dir)
         prompts = Prompts(system=load_prompt("planner_system"), final=load_prompt("final_answer"))
         # Sessions in memory die with the process, so saving a checkpoint after every step
@@ -142,8 +195,8 @@ class SurgicalAgent:
             **overrides: Settings overrides, e.g. ``step_budget=4``.
 
         Raises:
-            ConfigError: If the planner model cannot be reached; the message says how to
-                configure it.
+            ConfigError: If the planner or perception model cannot be reached, or configured
+                detector or segmenter weights cannot be loaded; the message says what to do.
         """
         settings = settings or get_settings(**overrides)
         planner, vision = planner_model, vision_model
@@ -159,7 +212,9 @@ class SurgicalAgent:
                 vision = perception
         if checkpointer is None and sessions == "sqlite":
             checkpointer = sqlite_checkpointer(settings.sessions_db)
-        return cls(settings, planner, vision=vision, checkpointer=checkpointer)
+        return cls(
+            settings, planner, vision=vision, checkpointer=checkpointer, **load_engines(settings)
+        )
 
     def open_case(self, case: str | Path | Case) -> Case:
         """Open a case by video path, frame folder or indexed case id.
@@ -175,6 +230,8 @@ class SurgicalAgent:
             cache=self.cache,
             planner=self.planner,
             vision=self.vision,
+            detector=self.detector,
+            segmenter=self.segmenter,
             step_budget=self.settings.step_budget,
             frame_budget=self.settings.frame_budget,
             tool_retries=self.settings.tool_retries,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from agent.commands.detector import app as detector_app
 from agent.commands.phase import app as phase_app
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show the resolved settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(phase_app, name="phase", help="Train, run and evaluate the phase segmenter.")
+app.add_typer(detector_app, name="detector", help="Train, run and track the instrument detector.")
 
 _state: dict[str, Any] = {"debug": False}
 

@@ -23,7 +23,12 @@ __all__ = ["graph", "make_graph"]
 def make_graph() -> Any:
     """Compile the case-review graph with the tools the current settings configure."""
     prompts = Prompts(system=load_prompt("planner_system"), final=load_prompt("final_answer"))
-    tools = offered_tools(vision=get_settings().perception.enabled)
+    settings = get_settings()
+    tools = offered_tools(
+        vision=settings.perception.enabled,
+        detector=settings.detector.weights is not None,
+        segmenter=settings.phase.weights is not None,
+    )
     return build_case_review_graph(tools, prompts)
 
 
