@@ -194,7 +194,9 @@ def _image_from_url(url: str) -> Image:
         _, _, payload = url.partition(",")
         try:
             return PILImage.open(io.BytesIO(base64.b64decode(payload))).convert("RGB")
-        except (ValueError, OSError) as exc:  # bad base64, or bytes that are no image
+        # Bad base64 or bytes that are no image; ImportError: once ultralytics is loaded it
+        # patches PIL.Image.open to try a HEIF plugin on unreadable bytes.
+        except (ValueError, OSError, ImportError) as exc:
             raise BackendError(
                 f"image data URL {url[:40]!r}... is not a readable image ({exc})", retryable=False
             ) from exc
