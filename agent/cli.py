@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from agent.commands._shared import case_cache, emit_json, err_console, progress_bar
 from agent.commands.detector import app as detector_app
 from agent.commands.phase import app as phase_app
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     help="SurgAgent: ask questions about surgical videos.\n\n"
@@ -176,7 +176,7 @@ def ask(
     agent = _build_agent(overrides)
     if as_json:
         result = agent.invoke(question, case=case)
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        emit_json(result)
     else:
         result = _stream_answer(
             agent.stream(question, case=case), show_steps=not _state.get("quiet")
@@ -264,21 +264,15 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Probe a case and cache its frames, so later questions start fast."""
-    from rich.progress import Progress
+    from tools.video import index_case, open_case
 
-    from agent.settings import get_settings
-    from tools.video import CaseCache, index_case, open_case
-
-    cache = CaseCache(get_settings().cache_dir)
+    cache = case_cache()
     opened = open_case(case, cache)
-    with Progress(console=err_console, disable=bool(_state.get("quiet") or as_json)) as bar:
-        task = bar.add_task(f"indexing {opened.id}", total=None)
-        progress: Callable[[int, int], None] = lambda done, total: bar.update(  # noqa: E731
-            task, completed=done, total=total
-        )
+    enabled = not (_state.get("quiet") or as_json)
+    with progress_bar(enabled, f"indexing {opened.id}") as progress:
         result = index_case(opened, cache, fps=fps, progress=progress)
     if as_json:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        emit_json(result)
     else:
         console.print(f"indexed {opened.id}: {result.model_dump()}", highlight=False)
 
@@ -308,7 +302,7 @@ def doctor(as_json: JsonOpt = False) -> None:
 
     report = run_checks()
     if as_json:
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        emit_json(report)
         return
     for check in report.checks:
         mark = "[green]ok[/green]" if check.ok else "[red]!![/red]"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from enum import StrEnum
 from pathlib import Path
@@ -18,16 +18,14 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
-if TYPE_CHECKING:
-    from rich.progress import Progress
+from agent.commands._shared import case_cache, emit_json, progress_bar
 
-    from tools.cache import CaseCache
+if TYPE_CHECKING:
     from tools.detector import InstrumentDetector
 
 __all__ = ["TrainSummary", "app"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     help="Train, run and evaluate the YOLO instrument detector, and convert datasets for it.\n\n"
@@ -98,27 +96,6 @@ def _stdout_to_stderr() -> Iterator[None]:
         yield
 
 
-def _cache() -> CaseCache:
-    from agent.settings import get_settings
-    from tools.cache import CaseCache
-
-    return CaseCache(get_settings().cache_dir)
-
-
-def _emit(result: BaseModel) -> None:
-    sys.stdout.write(result.model_dump_json(indent=2) + "\n")
-
-
-@contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None]]:
-    from rich.progress import Progress
-
-    bar: Progress
-    with Progress(console=err_console, disable=not enabled, transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 def _detector(weights: Path, imgsz: int, conf: float, device: str) -> InstrumentDetector:
     from tools.detector import InstrumentDetector
 
@@ -152,7 +129,7 @@ def train(
 
     _setup()
     began = time.perf_counter()
-    with _stdout_to_stderr(), _progress(not as_json, "training") as progress:
+    with _stdout_to_stderr(), progress_bar(not as_json, "training") as progress:
         weights = train_detector(
             data,
             epochs=epochs,
@@ -172,7 +149,7 @@ def train(
         seconds=round(time.perf_counter() - began, 1),
     )
     if as_json:
-        _emit(summary)
+        emit_json(summary)
     else:
         console.print(f"wrote {weights} ({summary.seconds:.0f} s)", highlight=False)
 
@@ -194,7 +171,7 @@ def predict(
     from tools.detector import DetectionsResult
     from tools.video import clip_times, open_case
 
-    cache = _cache()
+    cache = case_cache()
     opened = open_case(case, cache)
     detector = _detector(weights, imgsz, conf, device)
     wanted = _times(times) or clip_times(0.0, max(0.0, opened.duration - 1 / opened.fps), 8)
@@ -207,7 +184,7 @@ def predict(
         frames=frames,
     )
     if as_json:
-        _emit(result)
+        emit_json(result)
         return
     from rich.table import Table
 
@@ -239,10 +216,10 @@ def track(
     from tools.base import format_time, parse_time
     from tools.video import open_case
 
-    cache = _cache()
+    cache = case_cache()
     opened = open_case(case, cache)
     detector = _detector(weights, imgsz, conf, device)
-    with _stdout_to_stderr(), _progress(not as_json, f"tracking {opened.id}") as progress:
+    with _stdout_to_stderr(), progress_bar(not as_json, f"tracking {opened.id}") as progress:
         timeline = detector.track(
             opened,
             cache,
@@ -252,7 +229,7 @@ def track(
             progress=progress,
         )
     if as_json:
-        _emit(timeline)
+        emit_json(timeline)
         return
     from rich.table import Table
 
@@ -287,7 +264,7 @@ def evaluate(
     with _stdout_to_stderr():
         metrics = evaluate_detector(weights, data, imgsz=imgsz, device=device)
     if as_json:
-        _emit(metrics)
+        emit_json(metrics)
         return
     console.print(
         f"{metrics.images} images: precision {metrics.precision:.3f}, recall "
@@ -321,7 +298,7 @@ def convert(
         data_yaml = convert_to.convert_masks(src, out, class_names=names)
     summary = inspect_dataset(data_yaml)
     if as_json:
-        _emit(summary)
+        emit_json(summary)
         return
     console.print(
         f"wrote {data_yaml}: images {summary.images}, boxes {summary.boxes}", highlight=False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from agent.commands._shared import case_cache, emit_json, err_console, progress_bar
 from agent.errors import UserError
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     help="Train, run and evaluate the surgical phase segmenter.\n\n"
@@ -82,13 +82,6 @@ def _progress(enabled: bool) -> Iterator[Progress]:
 
     with Progress(console=err_console, disable=not enabled, transient=True) as bar:
         yield bar
-
-
-def _cache() -> Any:
-    from agent.settings import get_settings
-    from tools.cache import CaseCache
-
-    return CaseCache(get_settings().cache_dir)
 
 
 @app.command()
@@ -151,7 +144,7 @@ def train(
             vocabulary=_vocabulary(phases),
             device=device,
             progress=show,
-            cache=_cache(),
+            cache=case_cache(),
             weights=weights,
             image_size=image_size,
             lr=lr,
@@ -191,20 +184,16 @@ def predict(
     from tools.video import open_case
 
     segmenter = PhaseSegmenter.from_checkpoint(weights, device=device)  # bad weights fail first
-    cache = _cache()
+    cache = case_cache()
     opened = open_case(case, cache)
-    with _progress(not as_json) as bar:
-        task = bar.add_task(f"phases of {opened.id}", total=None)
-        progress: Callable[[int, int], None] = lambda done, total: bar.update(  # noqa: E731
-            task, completed=done, total=total
-        )
+    with progress_bar(not as_json, f"phases of {opened.id}") as progress:
         prediction = segmenter.predict(opened, cache, smoothing=smoothing, progress=progress)
     if out is not None:
         write_cholec80_phase_file(
             out, prediction.labels, prediction.vocabulary, fps=prediction.fps, video_fps=opened.fps
         )
     if as_json:
-        sys.stdout.write(prediction.model_dump_json(indent=2) + "\n")
+        emit_json(prediction)
         return
     from rich.table import Table
 

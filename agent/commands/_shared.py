@@ -1,0 +1,45 @@
+"""Pieces every ``surgagent`` command uses: the case cache, JSON output, a progress bar.
+
+with progress_bar(not as_json, f"indexing {case.id}") as report:
+index_case(case, cache, progress=report)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from tools.cache import CaseCache
+
+__all__ = ["case_cache", "emit_json", "err_console", "progress_bar"]
+
+err_console = Console(stderr=True)
+
+
+def case_cache() -> CaseCache:
+    """The case cache the settings point at."""
+    from agent.settings import get_settings
+    from tools.cache import CaseCache
+
+    return CaseCache(get_settings().cache_dir)
+
+
+def emit_json(result: BaseModel) -> None:
+    """Print a result model as JSON on stdout (the ``--json`` output of every command)."""
+    sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+
+
+@contextmanager
+def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, yielded as the ``(done, total)`` callback long work takes."""
+    from rich.progress import Progress
+
+    with Progress(console=err_console, disable=not enabled, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
