@@ -522,40 +522,44 @@ def _fit(
         head.load_state_dict(payload["head_state"])
         optimizer.load_state_dict(payload["optimizer"])
         history = list(payload.get("history", []))
-    order = np.random.default_rng(seed)
-    for epoch in range(len(history), epochs):
-        head.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for index in order.permutation(len(tensors)):
-            features, target = tensors[index]
-            logits = head_logits(head, features, spec.head.dropout)
-            loss = head_loss(logits, target, spec.head)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item()
-            correct += int((logits[-1, 0].argmax(0) == target).sum())
-            seen += len(target)
-        history.append(
-            {"epoch": epoch + 1, "loss": loss_sum / len(tensors), "accuracy": correct / seen}
-        )
-        state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
-        _save_checkpoint(
-            out,
-            spec,
-            state,
-            optimizer=optimizer.state_dict(),
-            history=history,
-            videos=[name for name, *_ in examples],
-        )
-        last = history[-1]
-        report(
-            TrainProgress(
-                stage="train",
-                done=epoch + 1,
-                total=epochs,
-                loss=last["loss"],
-                accuracy=last["accuracy"],
+    # Dropout draws from torch's global generator: seed it too (per start epoch, so a resumed
+    # run is as reproducible as a fresh one), without disturbing the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + len(history))
+        order = np.random.default_rng(seed)
+        for epoch in range(len(history), epochs):
+            head.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for index in order.permutation(len(tensors)):
+                features, target = tensors[index]
+                logits = head_logits(head, features, spec.head.dropout)
+                loss = head_loss(logits, target, spec.head)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item()
+                correct += int((logits[-1, 0].argmax(0) == target).sum())
+                seen += len(target)
+            history.append(
+                {"epoch": epoch + 1, "loss": loss_sum / len(tensors), "accuracy": correct / seen}
             )
-        )
+            state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
+            _save_checkpoint(
+                out,
+                spec,
+                state,
+                optimizer=optimizer.state_dict(),
+                history=history,
+                videos=[name for name, *_ in examples],
+            )
+            last = history[-1]
+            report(
+                TrainProgress(
+                    stage="train",
+                    done=epoch + 1,
+                    total=epochs,
+                    loss=last["loss"],
+                    accuracy=last["accuracy"],
+                )
+            )
     log.info("phase head trained: %s", json.dumps(history[-1:]))
