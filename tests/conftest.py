@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings import reset_settings
+from tests.fixtures.engines import TinyDetector
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +34,11 @@ def case_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.fixtures.videos import write_video
 
     return write_video(tmp_path_factory.mktemp("videos") / "case.mp4", fps=5, duration=10.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> TinyDetector:
+    """The shapes detector (Grasper, Clipper, Hook), trained once for the whole session."""
+    from tests.fixtures.engines import train_tiny_detector
+
+    return train_tiny_detector(tmp_path_factory.mktemp("yolo"))

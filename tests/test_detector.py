@@ -1,17 +1,14 @@
 """tools.detector: training that learns, detection, ByteTrack timelines, tools, converters, CLI.
 
-One tiny YOLO is trained once for the module (about 20 s on 2 cores) on synthetic shapes;
-every test that needs a detector uses it.
+One tiny YOLO is trained once per session (`tiny_detector`, about 30 s on 2 cores) on
+synthetic shapes; every test that needs a detector uses it.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,16 +24,14 @@ from typer.testing import CliRunner
 
 from agent.commands.detector import app as detector_app
 from graphs.tool_calls import build_tools_node
+from tests.fixtures.engines import EPOCHS, IMGSZ, NAMES, SIZE, TinyDetector, no_network
 from tests.fixtures.videos import write_video
 from tests.fixtures.yolo import (
     Appearance,
     draw_scene,
     random_objects,
     scene_frame_fn,
-    write_tiny_model_yaml,
-    write_yolo_dataset,
 )
-from tools._ultralytics import ensure_offline
 from tools.cache import Case, CaseCache
 from tools.detector import (
     DEFAULT_CLASSES,
@@ -55,20 +50,6 @@ from tools.detector_types import Detection, FrameDetections, box_iou, build_time
 from tools.errors import ConfigError, ToolInputError
 from tools.video import open_case
 
-NAMES = ("Grasper", "Clipper", "Hook")
-SIZE = (160, 128)
-IMGSZ = 128
-EPOCHS = 45
-# Few epochs only converge with a brisk schedule and without mosaic (objects stay large).
-FAST = {
-    "optimizer": "AdamW",
-    "lr0": 0.01,
-    "warmup_epochs": 1,
-    "mosaic": 0.0,
-    "close_mosaic": 0,
-    "val": False,
-    "seed": 0,
-}
 # The scene video: what is on screen when (seconds; end excluded) and where.
 SCHEDULE = [
     Appearance("Grasper", 0.0, 99.0, (0.05, 0.15, 0.25, 0.65)),
@@ -78,56 +59,13 @@ SCHEDULE = [
 VIDEO_FPS, VIDEO_SECONDS, TRACK_FPS = 5, 12.0, 2.0
 
 
-@contextmanager
-def no_network() -> Iterator[list[str]]:
-    """Refuse (and record) every DNS lookup and connection attempt."""
-    attempts: list[str] = []
-
-    def refuse(what: str) -> Any:
-        def blocked(*args: Any, **kwargs: Any) -> Any:
-            attempts.append(f"{what}{args[1:2] if what == 'connect' else args[:1]}")
-            raise OSError("network access is not allowed in tests")
-
-        return blocked
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-        patch.setattr(socket, "create_connection", refuse("create_connection"))
-        patch.setattr(socket.socket, "connect", refuse("connect"))
-        yield attempts
-
-
-@dataclass
-class Trained:
-    weights: Path
-    data_yaml: Path
-    root: Path
-    attempts: list[str]
-    epochs_seen: list[tuple[int, int]]
+@pytest.fixture(scope="module")
+def trained(tiny_detector: TinyDetector) -> TinyDetector:
+    return tiny_detector
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    root = tmp_path_factory.mktemp("yolo")
-    ensure_offline(root / "ultralytics")
-    data_yaml = write_yolo_dataset(root / "shapes", NAMES, train=48, val=8, size=SIZE)
-    seen: list[tuple[int, int]] = []
-    with no_network() as attempts:
-        weights = train_detector(
-            data_yaml,
-            epochs=EPOCHS,
-            imgsz=IMGSZ,
-            out_dir=root / "run",
-            batch=8,
-            model=write_tiny_model_yaml(root / "yolo11n-tiny.yaml"),
-            progress=lambda epoch, total: seen.append((epoch, total)),
-            options=FAST,
-        )
-    return Trained(weights, data_yaml, root, list(attempts), seen)
-
-
-@pytest.fixture(scope="module")
-def detector(trained: Trained) -> InstrumentDetector:
+def detector(trained: TinyDetector) -> InstrumentDetector:
     return InstrumentDetector.from_weights(trained.weights, imgsz=IMGSZ, track_fps=TRACK_FPS)
 
 
@@ -162,7 +100,7 @@ def count_predicts(monkeypatch: pytest.MonkeyPatch, detector: InstrumentDetector
 # -- training --------------------------------------------------------------------------------
 
 
-def test_training_learns_the_shapes(trained: Trained, detector: InstrumentDetector) -> None:
+def test_training_learns_the_shapes(trained: TinyDetector, detector: InstrumentDetector) -> None:
     assert trained.attempts == []  # fonts, settings, hub: nothing reached for the network
     assert trained.epochs_seen[-1] == (EPOCHS, EPOCHS) and len(trained.epochs_seen) == EPOCHS
     assert trained.weights.name == "best.pt" and detector.class_names == list(NAMES)
@@ -432,7 +370,7 @@ def test_tools_without_a_detector(scene_video: Path, cache: CaseCache) -> None:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def test_unusable_weights_raise_config_errors(tmp_path: Path, trained: Trained) -> None:
+def test_unusable_weights_raise_config_errors(tmp_path: Path, trained: TinyDetector) -> None:
     from ultralytics import YOLO
 
     with pytest.raises(ConfigError, match="do not exist"):
@@ -451,7 +389,7 @@ def test_unusable_weights_raise_config_errors(tmp_path: Path, trained: Trained) 
         InstrumentDetector.from_weights(trained.weights, imgsz=100)
 
 
-def test_weights_for_other_classes_are_refused(tmp_path: Path, trained: Trained) -> None:
+def test_weights_for_other_classes_are_refused(tmp_path: Path, trained: TinyDetector) -> None:
     seven = json.loads(trained.data_yaml.read_text())
     seven["names"] = dict(enumerate(DEFAULT_CLASSES))
     (tmp_path / "cholec.yaml").write_text(json.dumps(seven))
@@ -476,7 +414,7 @@ def test_empty_or_bad_ranges(detector: InstrumentDetector, scene_video: Path, ca
         detector.detect(case, [], cache)
 
 
-def test_training_refuses_a_broken_dataset(tmp_path: Path, trained: Trained) -> None:
+def test_training_refuses_a_broken_dataset(tmp_path: Path, trained: TinyDetector) -> None:
     data = json.loads(trained.data_yaml.read_text())
     data["names"] = {0: "Grasper"}  # the labels use classes 0-2
     (tmp_path / "one.yaml").write_text(json.dumps(data))
@@ -639,7 +577,9 @@ def test_convert_masks(tmp_path: Path) -> None:
 # -- the CLI ---------------------------------------------------------------------------------
 
 
-def test_cli_convert_predict_track(tmp_path: Path, trained: Trained, scene_video: Path) -> None:
+def test_cli_convert_predict_track(
+    tmp_path: Path, trained: TinyDetector, scene_video: Path
+) -> None:
     runner = CliRunner()
     src = tmp_path / "voc"
     (src / "Annotations").mkdir(parents=True)
@@ -675,7 +615,7 @@ def test_cli_convert_predict_track(tmp_path: Path, trained: Trained, scene_video
     assert isinstance(out.exception, ToolInputError)
 
 
-def test_cli_train_and_eval(tmp_path: Path, trained: Trained) -> None:
+def test_cli_train_and_eval(tmp_path: Path, trained: TinyDetector) -> None:
     runner = CliRunner()
     data = ["--data", str(trained.data_yaml)]
     out = runner.invoke(
