@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
     from graphs.protocols import PlannerModel
+    from knowledge.store import KnowledgeStore
     from tools.detector import InstrumentDetector
     from tools.phase import PhaseSegmenter
     from tools.vision import VisionBackend
@@ -69,7 +70,7 @@ class AgentEvent(BaseModel):
 
 
 def offered_tools(
-    *, vision: bool, detector: bool = False, segmenter: bool = False
+    *, vision: bool, detector: bool = False, segmenter: bool = False, knowledge: bool = False
 ) -> list[BaseTool]:
     """The planner's tools: frames always, each model-backed tool only where it is configured.
 
@@ -77,6 +78,7 @@ def offered_tools(
         vision: Whether a perception model is available.
         detector: Whether an instrument detector is loaded.
         segmenter: Whether a phase segmenter is loaded.
+        knowledge: Whether a knowledge store is configured.
     """
     tools = make_video_tools()
     if vision:
@@ -91,11 +93,18 @@ def offered_tools(
         from tools.phase import make_phase_tools
 
         tools += make_phase_tools()
+    if knowledge:
+        from tools.retrieval import make_retrieval_tools
+
+        tools += make_retrieval_tools()
     return tools
 
 
 def load_engines(settings: Settings) -> dict[str, Any]:
-    """Load the detector and phase segmenter whose weights the settings name.
+    """Load the configured engines: detector, phase segmenter and knowledge store.
+
+    The detector and segmenter load where the settings name weights; the knowledge store is
+    opened, and built on its first search (or ahead with ``surgagent knowledge rebuild``).
 
     Raises:
         ConfigError: If configured weights are missing, corrupt or of the wrong kind.
@@ -120,7 +129,19 @@ def load_engines(settings: Settings) -> dict[str, Any]:
         engines["segmenter"] = PhaseSegmenter.from_checkpoint(
             Path(checkpoint).expanduser(), device=settings.phase.device
         )
+    if settings.knowledge.enabled:
+        engines["knowledge"] = open_knowledge_store(settings)
     return engines
+
+
+def open_knowledge_store(settings: Settings) -> KnowledgeStore:
+    """The knowledge store the settings describe (nothing is loaded or built yet)."""
+    from knowledge.embeddings import Embedder
+    from knowledge.store import KnowledgeStore
+
+    options = settings.knowledge
+    embedder = Embedder(options.embedding_model, device=options.device)
+    return KnowledgeStore(settings.knowledge_dir, embedder)
 
 
 class SurgicalAgent:
@@ -143,6 +164,7 @@ class SurgicalAgent:
         vision: VisionBackend | None = None,
         detector: InstrumentDetector | None = None,
         segmenter: PhaseSegmenter | None = None,
+        knowledge: KnowledgeStore | None = None,
         tools: list[BaseTool] | None = None,
         checkpointer: BaseCheckpointSaver[Any] | None = None,
     ) -> None:
@@ -153,11 +175,13 @@ class SurgicalAgent:
         self.vision = vision
         self.detector = detector
         self.segmenter = segmenter
+        self.knowledge = knowledge
         if tools is None:
             tools = offered_tools(
                 vision=vision is not None,
                 detector=detector is not None,
                 segmenter=segmenter is not None,
+                knowledge=knowledge is not None,
             )
         self.tools = tools
         self.cache = CaseCache(settings.cache_dir)
@@ -232,6 +256,7 @@ class SurgicalAgent:
             vision=self.vision,
             detector=self.detector,
             segmenter=self.segmenter,
+            knowledge=self.knowledge,
             step_budget=self.settings.step_budget,
             frame_budget=self.settings.frame_budget,
             tool_retries=self.settings.tool_retries,

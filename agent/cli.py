@@ -21,6 +21,7 @@ from rich.console import Console
 
 from agent.commands._shared import case_cache, emit_json, err_console, progress_bar
 from agent.commands.detector import app as detector_app
+from agent.commands.knowledge import app as knowledge_app
 from agent.commands.phase import app as phase_app
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ config_app = typer.Typer(help="Show the resolved settings.", no_args_is_help=Tru
 app.add_typer(config_app, name="config")
 app.add_typer(phase_app, name="phase", help="Train, run and evaluate the phase segmenter.")
 app.add_typer(detector_app, name="detector", help="Train, run and track the instrument detector.")
+app.add_typer(knowledge_app, name="knowledge", help="Search and extend the guideline store.")
 
 _state: dict[str, Any] = {"debug": False}
 
@@ -90,11 +92,12 @@ def _friendly_errors(*, exit_on_error: bool = True) -> Iterator[None]:
     Args:
         exit_on_error: End the command with exit status 1; a chat turn goes on instead.
     """
+    from knowledge.errors import KnowledgeError
     from tools.errors import SurgAgentError
 
     try:
         yield
-    except SurgAgentError as error:
+    except (SurgAgentError, KnowledgeError) as error:
         if _state["debug"]:
             raise
         err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)

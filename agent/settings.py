@@ -25,8 +25,9 @@ from pydantic_settings import (
 
 __all__ = [
     "DEFAULT_MODEL",
-    "DetectorSettings",
     "BackendKind",
+    "DetectorSettings",
+    "KnowledgeSettings",
     "ModelSettings",
     "PerceptionSettings",
     "PhaseSettings",
@@ -97,6 +98,19 @@ class PhaseSettings(BaseModel):
     device: str = Field("cpu", description="cpu, cuda, cuda:1")
 
 
+class KnowledgeSettings(BaseModel):
+    """The guideline store and its retrieval tool."""
+
+    enabled: bool = Field(True, description="offer guideline retrieval to the planner")
+    embedding_model: str | None = Field(
+        None,
+        description="sentence-transformers model id or folder; default the bundled "
+        "all-MiniLM-L6-v2 (works offline). Changing it rebuilds the store.",
+    )
+    device: str = Field("cpu", description="device the embedding model runs on")
+    top_k: int = Field(4, ge=1, le=8, description="passages one search returns by default")
+
+
 def config_file() -> Path:
     """The TOML settings file: ``$SURGAGENT_CONFIG`` or ``./surgagent.toml``."""
     return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "surgagent.toml"))
@@ -113,6 +127,7 @@ class Settings(BaseSettings):
     perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     phase: PhaseSettings = Field(default_factory=PhaseSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     data_dir: Path = Field(
         DEFAULT_DATA_DIR, description="cases cache, sessions and knowledge store live here"
     )
@@ -149,6 +164,11 @@ class Settings(BaseSettings):
     def sessions_db(self) -> Path:
         """The SQLite file holding chat sessions (LangGraph checkpoints)."""
         return self.data_dir / "sessions.sqlite"
+
+    @property
+    def knowledge_dir(self) -> Path:
+        """The knowledge store's folder."""
+        return self.data_dir / "knowledge"
 
     @classmethod
     def settings_customise_sources(

@@ -19,11 +19,17 @@ AnswerStatus = Literal["answered", "budget_exhausted", "refused", "error"]
 
 
 class Citation(BaseModel):
-    """A guideline passage the answer relies on."""
+    """A guideline passage the answer cites, retrieved in the same run, with its source."""
 
     passage_id: str
     source: str
     title: str = ""
+    document: str = ""
+    section: str = ""
+    year: int | None = None
+    page: int | None = None
+    url: str = ""
+    text: str = ""
 
 
 class TraceStep(BaseModel):
@@ -45,10 +51,12 @@ class AnswerResult(BaseModel):
         status: ``answered``, ``budget_exhausted`` (answered from partial evidence),
             ``refused`` or ``error`` (``answer`` then says what failed).
         evidence: The frames, spans and tool outputs gathered for this answer.
-        citations: Guideline passages retrieved in this run.
+        citations: Guideline passages the answer cites that were retrieved in this run.
         trace: Every planner turn and tool call, with arguments, timings and errors.
         reasoning: The planner's thinking, turn by turn.
         usage: Tokens and images the planner consumed.
+        warnings: Problems with the answer's grounding, e.g. it cites a passage that was
+            not retrieved, or used guideline retrieval but cites nothing.
         case_id: The case the answer is about.
         thread_id: The session it belongs to.
     """
@@ -60,5 +68,6 @@ class AnswerResult(BaseModel):
     trace: list[TraceStep] = Field(default_factory=list)
     reasoning: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    warnings: list[str] = Field(default_factory=list)
     case_id: str = ""
     thread_id: str | None = None

@@ -28,7 +28,7 @@ __all__ = ["MAX_TOOL_TEXT", "build_tools_node"]
 logger = logging.getLogger(__name__)
 
 # Tool text the planner reads is cut at this many characters; the artifact keeps it all.
-MAX_TOOL_TEXT = 4000
+MAX_TOOL_TEXT = 6000
 _RETRY_BACKOFF_S = 0.5
 
 

@@ -5,6 +5,7 @@ result = build_result(messages, status="answered", error=None, case_id=case.id)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "build_result",
     "current_turn",
     "describe_case",
+    "ground_citations",
     "split_thinking",
 ]
 
@@ -141,11 +143,7 @@ def build_result(
         answer = error
     elif not answer:
         status, answer = "error", "The planner returned an empty answer."
-    citations = [
-        Citation(passage_id=item.ref or "", source=item.source or "", title=item.summary)
-        for item in evidence
-        if item.kind == "passage"
-    ]
+    citations, warnings = ground_citations(turn, answer if status != "error" else "")
     return AnswerResult(
         answer=answer,
         status=status,
@@ -154,5 +152,44 @@ def build_result(
         trace=_trace(turn),
         reasoning=reasoning,
         usage=usage,
+        warnings=warnings,
         case_id=case_id,
     )
+
+
+# A cited passage id: [cvs-c3-cystic-plate]. Timestamps ([01:05]) and frames do not match.
+_CITED_ID = re.compile(r"\[([a-z][a-z0-9._]*-[a-z0-9._-]+)\]")
+
+
+def ground_citations(
+    turn: Sequence[AnyMessage], answer: str
+) -> tuple[list[Citation], list[str]]:
+    """The passages ``answer`` cites that were retrieved in ``turn``, and grounding warnings.
+
+    Citations keep only ids a retrieval tool returned in this run, in the answer's order,
+    with their source metadata. A cited id that was never retrieved is dropped with a
+    warning, and so is an answer that retrieved guidelines but cites none of them.
+    """
+    retrieved: dict[str, dict[str, Any]] = {}
+    for message in turn:
+        if isinstance(message, ToolMessage) and isinstance(message.artifact, dict):
+            for passage in message.artifact.get("passages") or []:
+                retrieved.setdefault(passage["id"], passage)
+    cited = list(dict.fromkeys(_CITED_ID.findall(answer)))
+    fields = set(Citation.model_fields) - {"passage_id"}
+    citations = [
+        Citation(passage_id=pid, **{k: v for k, v in retrieved[pid].items() if k in fields})
+        for pid in cited
+        if pid in retrieved
+    ]
+    warnings = [
+        f"The answer cites [{pid}], which no search in this run returned; it is not a "
+        "citation."
+        for pid in cited
+        if pid not in retrieved
+    ]
+    if retrieved and answer and not citations:
+        warnings.append(
+            "The answer used guideline retrieval but cites none of the passages it retrieved."
+        )
+    return citations, warnings

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from agent.settings import reset_settings
 from tests.fixtures.engines import TinyDetector
+
+if TYPE_CHECKING:
+    from knowledge.embeddings import Embedder
+    from knowledge.store import KnowledgeStore
 
 
 @pytest.fixture(autouse=True)
@@ -42,3 +47,23 @@ def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> TinyDetector:
     from tests.fixtures.engines import train_tiny_detector
 
     return train_tiny_detector(tmp_path_factory.mktemp("yolo"))
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Embedder:
+    """The bundled all-MiniLM-L6-v2, loaded once for the session."""
+    from knowledge.embeddings import Embedder
+
+    embedder = Embedder()
+    embedder.embed(["warm up"])
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def corpus_store(tmp_path_factory: pytest.TempPathFactory, minilm: Embedder) -> KnowledgeStore:
+    """The bundled corpus in a store, built once for the session (read-only for tests)."""
+    from knowledge.store import KnowledgeStore
+
+    store = KnowledgeStore(tmp_path_factory.mktemp("knowledge") / "store", minilm)
+    store.ensure_current()
+    return store

@@ -1,0 +1,581 @@
+"""The knowledge store: guideline passages and user documents in chromadb, searched hybrid.
+
+Each state of the store is a *generation*: a chromadb folder that is never changed once
+published. A writer (under a file lock) builds the next generation beside the current one,
+then switches ``manifest.json`` to it with one atomic rename, so a process reading at the
+same time sees the old store or the new one, never half of either. The manifest records the
+embedding model and corpus version that built the store; when either changes, the store is
+rebuilt (user documents keep their text and are embedded again).
+
+Search fuses dense similarity (chromadb, sentence-transformers) with BM25 keyword scores by
+reciprocal-rank fusion, so both paraphrases and exact terms ("C3", "Hartmann's pouch") land.
+
+    store = KnowledgeStore(data_dir / "knowledge")
+    store.ensure_current()                      # builds or rebuilds when needed
+    hits = store.search("What does C3 require?", k=5)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from knowledge.documents import document_id, read_document
+from knowledge.embeddings import Embedder
+from knowledge.errors import DocumentError, KnowledgeError, UnknownNameError
+from knowledge.keyword import KeywordIndex
+from knowledge.passages import Passage, corpus_version, load_corpus
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["AddReport", "DocumentRecord", "Hit", "KnowledgeStore", "Manifest", "Progress"]
+
+logger = logging.getLogger(__name__)
+
+COLLECTION = "passages"
+# Candidates each ranker contributes before fusion, and the fusion constant (Cormack 2009).
+CANDIDATES = 30
+RRF_K = 60
+_BATCH = 256  # passages embedded and written per step
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class DocumentRecord(BaseModel):
+    """A user document in the store."""
+
+    id: str
+    path: str
+    name: str
+    sha256: str
+    chunks: list[str]
+    added: str
+
+
+class Manifest(BaseModel):
+    """What the current generation holds and what built it."""
+
+    generation: int
+    embedding_model: str
+    corpus_version: str
+    passages: int
+    documents: dict[str, DocumentRecord] = Field(default_factory=dict)
+    built: str = ""
+
+
+class Hit(BaseModel):
+    """One search result.
+
+    Attributes:
+        passage: The passage and its source.
+        score: Fused rank score (higher is better; comparable within one search only).
+        rank: 1 for the best hit.
+        dense: Cosine similarity to the query, where the dense ranker found it.
+        keyword: BM25 score, where the keyword ranker found it.
+    """
+
+    passage: Passage
+    score: float
+    rank: int
+    dense: float | None = None
+    keyword: float | None = None
+
+
+class AddReport(BaseModel):
+    """What `KnowledgeStore.add_documents` did, per file."""
+
+    added: dict[str, int] = Field(default_factory=dict)  # path -> chunks
+    replaced: dict[str, int] = Field(default_factory=dict)
+    unchanged: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict)  # path -> why
+
+
+@dataclass
+class _View:
+    """One generation opened for reading: its collection and an in-memory keyword index."""
+
+    generation: int
+    collection: Any
+    ids: list[str]
+    texts: list[str]
+    metadatas: list[dict[str, Any]]
+    keyword: KeywordIndex
+    row: dict[str, int]
+
+    def passage(self, row: int) -> Passage:
+        return Passage.from_metadata(self.texts[row], self.metadatas[row])
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class KnowledgeStore:
+    """The guideline and document store under ``root``.
+
+    Args:
+        root: Folder of the store (``<data_dir>/knowledge``); created on first build.
+        embedder: The embedding model (the bundled all-MiniLM-L6-v2 by default).
+        corpus: The curated passages (the bundled corpus by default).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        embedder: Embedder | None = None,
+        corpus: Sequence[Passage] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.embedder = embedder or Embedder()
+        self._corpus = list(corpus) if corpus is not None else None
+        self._view: _View | None = None
+        self._lock = threading.Lock()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def corpus(self) -> list[Passage]:
+        """The curated passages this store is built from."""
+        if self._corpus is None:
+            self._corpus = load_corpus()
+        return self._corpus
+
+    def manifest(self) -> Manifest | None:
+        """The published manifest, or None before the first build."""
+        try:
+            return Manifest.model_validate_json((self.root / "manifest.json").read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as error:
+            raise KnowledgeError(
+                f"the knowledge store manifest in {self.root} is unreadable ({error}); "
+                "run `surgagent knowledge rebuild`"
+            ) from error
+
+    def stale_reason(self, manifest: Manifest | None = None) -> str | None:
+        """Why the store must be rebuilt (not built, other model, other corpus), or None."""
+        manifest = manifest or self.manifest()
+        if manifest is None:
+            return "the store has not been built yet"
+        if manifest.embedding_model != self.embedder.model_id:
+            return (
+                f"it was built with {manifest.embedding_model}, "
+                f"the configured model is {self.embedder.model_id}"
+            )
+        version = corpus_version(self.corpus)
+        if manifest.corpus_version != version:
+            return f"the corpus changed ({manifest.corpus_version} -> {version})"
+        return None
+
+    def ensure_current(self, progress: Progress | None = None) -> Manifest:
+        """Build or rebuild the store if it is missing or stale; returns the manifest."""
+        manifest = self.manifest()
+        if self.stale_reason(manifest) is None:
+            assert manifest is not None
+            return manifest
+        with self._writing():
+            manifest = self.manifest()  # another process may have rebuilt meanwhile
+            reason = self.stale_reason(manifest)
+            if reason is None:
+                assert manifest is not None
+                return manifest
+            logger.info("building the knowledge store: %s", reason)
+            return self._rebuild(manifest, progress)
+
+    def rebuild(self, progress: Progress | None = None) -> Manifest:
+        """Embed everything again into a fresh generation (user documents included).
+
+        This also repairs a store whose manifest is unreadable: user documents are recovered
+        from the newest generation on disk that still opens.
+        """
+        with self._writing():
+            try:
+                manifest = self.manifest()
+            except KnowledgeError as error:
+                logger.warning("rebuilding without the manifest: %s", error)
+                manifest = None
+            return self._rebuild(manifest, progress)
+
+    def documents(self) -> list[DocumentRecord]:
+        """The user documents in the store, by name."""
+        manifest = self.manifest()
+        return sorted(manifest.documents.values(), key=lambda d: d.name) if manifest else []
+
+    def count(self) -> int:
+        """Passages in the published generation."""
+        return len(self._current_view().ids)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add_documents(self, paths: Sequence[Path], progress: Progress | None = None) -> AddReport:
+        """Ingest files (markdown, text, HTML, PDF); a changed file replaces its chunks.
+
+        Files that cannot be read are reported in ``failed`` and change nothing; the others
+        are published together in one new generation.
+        """
+        report = AddReport()
+        with self._writing():
+            manifest = self._current_or_rebuilt(progress)
+            new: list[Passage] = []
+            remove: list[str] = []
+            records = dict(manifest.documents)
+            for path in paths:
+                path = Path(path).expanduser().resolve()
+                try:
+                    chunks = read_document(path)
+                    digest = _sha256(path)
+                except DocumentError as error:
+                    report.failed[str(path)] = str(error)
+                    continue
+                doc = document_id(path)
+                old = records.get(doc)
+                if old is not None and old.sha256 == digest:
+                    report.unchanged.append(str(path))
+                    continue
+                if old is not None:
+                    remove += old.chunks
+                    report.replaced[str(path)] = len(chunks)
+                else:
+                    report.added[str(path)] = len(chunks)
+                new += chunks
+                records[doc] = DocumentRecord(
+                    id=doc,
+                    path=str(path),
+                    name=path.name,
+                    sha256=digest,
+                    chunks=[c.id for c in chunks],
+                    added=_now(),
+                )
+            if report.added or report.replaced:
+                self._publish_change(manifest, records, new, remove, progress)
+        return report
+
+    def remove_documents(self, names: Sequence[str]) -> list[DocumentRecord]:
+        """Remove user documents by file name, path or document id; returns what went.
+
+        Raises:
+            KnowledgeError: If a name matches no document (nothing is removed then).
+        """
+        with self._writing():
+            manifest = self._current_or_rebuilt(None)
+            records = dict(manifest.documents)
+            gone = [self._find_document(records, name) for name in names]
+            for record in gone:
+                records.pop(record.id, None)
+            chunk_ids = [chunk for record in gone for chunk in record.chunks]
+            if gone:
+                self._publish_change(manifest, records, [], chunk_ids, None)
+            return gone
+
+    @staticmethod
+    def _find_document(records: dict[str, DocumentRecord], name: str) -> DocumentRecord:
+        for record in records.values():
+            if name in (record.id, record.name, record.path) or (
+                Path(name).expanduser().resolve() == Path(record.path)
+            ):
+                return record
+        names = sorted(r.name for r in records.values())
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        listing = ", ".join(names) or "none"
+        raise UnknownNameError(f"no document {name!r} in the store.{hint} Documents: {listing}.")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the store's writer lock (across processes) while changing it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _current_or_rebuilt(self, progress: Progress | None) -> Manifest:
+        manifest = self.manifest()
+        if self.stale_reason(manifest) is None:
+            assert manifest is not None
+            return manifest
+        return self._rebuild(manifest, progress)
+
+    def _rebuild(self, old: Manifest | None, progress: Progress | None) -> Manifest:
+        on_disk = self._generations_on_disk()
+        source = old.generation if old else (on_disk[-1] if on_disk else None)
+        user: list[Passage] = []
+        if source is not None:
+            view = self._open(source)
+            user = [view.passage(r) for r, m in enumerate(view.metadatas) if m["origin"] == "user"]
+        documents = old.documents if old else _recovered_documents(user)
+        passages = [*self.corpus, *user]
+        generation = max([0, *on_disk]) + 1
+        collection = self._client(generation).create_collection(
+            COLLECTION,
+            embedding_function=self.embedder.chroma_function(),
+            metadata={"hnsw:space": "cosine", "embedding_model": self.embedder.model_id},
+        )
+        self._write(collection, passages, progress)
+        manifest = Manifest(
+            generation=generation,
+            embedding_model=self.embedder.model_id,
+            corpus_version=corpus_version(self.corpus),
+            passages=len(passages),
+            documents=documents,
+            built=_now(),
+        )
+        self._publish(manifest, old)
+        return manifest
+
+    def _publish_change(
+        self,
+        old: Manifest,
+        records: dict[str, DocumentRecord],
+        new: list[Passage],
+        remove: list[str],
+        progress: Progress | None,
+    ) -> None:
+        generation = old.generation + 1
+        target = self._generation_dir(generation)
+        shutil.rmtree(target, ignore_errors=True)  # left by a writer that crashed
+        shutil.copytree(self._generation_dir(old.generation), target)
+        collection = self._client(generation).get_collection(
+            COLLECTION, embedding_function=self.embedder.chroma_function()
+        )
+        if remove:
+            collection.delete(ids=remove)
+        self._write(collection, new, progress)
+        count = collection.count()
+        manifest = old.model_copy(
+            update={"generation": generation, "documents": records, "passages": count}
+        )
+        self._publish(manifest, old)
+
+    def _write(
+        self, collection: Any, passages: Sequence[Passage], progress: Progress | None
+    ) -> None:
+        total = len(passages)
+        for start in range(0, total, _BATCH):
+            batch = passages[start : start + _BATCH]
+            vectors = self.embedder.embed([_embedding_text(p) for p in batch])
+            collection.add(
+                ids=[p.id for p in batch],
+                embeddings=vectors,
+                documents=[p.text for p in batch],
+                metadatas=[p.metadata() for p in batch],
+            )
+            if progress:
+                progress(min(start + _BATCH, total), total)
+
+    def _publish(self, manifest: Manifest, old: Manifest | None) -> None:
+        """Switch readers to ``manifest`` atomically, then drop generations before ``old``."""
+        path = self.root / "manifest.json"
+        temporary = path.with_suffix(f".tmp{os.getpid()}")
+        temporary.write_text(manifest.model_dump_json(indent=1))
+        os.replace(temporary, path)
+        keep = {manifest.generation, old.generation if old else -1}
+        for generation in self._generations_on_disk():
+            if generation not in keep:
+                folder = self._generation_dir(generation)
+                _release(folder)
+                shutil.rmtree(folder, ignore_errors=True)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _generations_on_disk(self) -> list[int]:
+        folder = self.root / "generations"
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+    def _generation_dir(self, generation: int) -> Path:
+        return self.root / "generations" / f"{generation:06d}"
+
+    def _client(self, generation: int) -> Any:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        folder = self._generation_dir(generation)
+        folder.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(
+            str(folder), settings=ChromaSettings(anonymized_telemetry=False)
+        )
+
+    def _open(self, generation: int) -> _View:
+        collection = self._client(generation).get_collection(
+            COLLECTION, embedding_function=self.embedder.chroma_function()
+        )
+        data = collection.get(include=["documents", "metadatas"])
+        texts = list(data["documents"] or [])
+        metadatas = [dict(m) for m in data["metadatas"] or []]
+        keyword = KeywordIndex(
+            [f"{m.get('title', '')} {t}" for t, m in zip(texts, metadatas, strict=True)]
+        )
+        ids = list(data["ids"])
+        row = {pid: k for k, pid in enumerate(ids)}
+        return _View(generation, collection, ids, texts, metadatas, keyword, row)
+
+    def _current_view(self) -> _View:
+        """The published generation, reopened when a writer has switched it."""
+        manifest = self.manifest()
+        if manifest is None:
+            raise KnowledgeError(
+                f"the knowledge store in {self.root} is not built; "
+                "run `surgagent knowledge rebuild`"
+            )
+        with self._lock:
+            if self._view is None or self._view.generation != manifest.generation:
+                self._view = self._open(manifest.generation)
+            return self._view
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        topic: str | None = None,
+        source: str | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best passages for ``query``, dense and keyword ranks fused.
+
+        Args:
+            query: What to look for, in plain words.
+            k: How many passages to return.
+            topic: Only this corpus topic (``cvs``, ``bailout``, ..., ``user``).
+            source: Only passages whose source or document name contains this text.
+
+        Raises:
+            KnowledgeError: For an unknown topic or source (the message lists the options),
+                or a store that is not built.
+        """
+        import numpy as np
+
+        view = self._current_view()
+        where = _where(view, topic, source)
+        allowed = None
+        if where is not None:
+            allowed = np.array([_matches(m, where) for m in view.metadatas])
+        vector = self.embedder.embed([query])
+        result = view.collection.query(
+            query_embeddings=vector,
+            n_results=min(CANDIDATES, len(view.ids)),
+            where=_chroma_where(where),
+            include=["distances"],
+        )
+        dense = [
+            (view.row[pid], 1.0 - float(distance))
+            for pid, distance in zip(result["ids"][0], result["distances"][0], strict=True)
+        ]
+        keyword = view.keyword.top(view.keyword.scores(query), CANDIDATES, allowed)
+        fused: dict[int, float] = {}
+        for ranking in (dense, keyword):
+            for rank, (row, _) in enumerate(ranking):
+                fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
+        dense_of, keyword_of = dict(dense), dict(keyword)
+        best = sorted(fused, key=lambda row: (-fused[row], view.ids[row]))[:k]
+        return [
+            Hit(
+                passage=view.passage(row),
+                score=round(fused[row], 6),
+                rank=rank,
+                dense=dense_of.get(row),
+                keyword=keyword_of.get(row),
+            )
+            for rank, row in enumerate(best, start=1)
+        ]
+
+
+def _recovered_documents(passages: Sequence[Passage]) -> dict[str, DocumentRecord]:
+    """Document records rebuilt from their chunks (when the manifest that held them is lost).
+
+    The content hash is unknown, so adding such a file again replaces its chunks.
+    """
+    records: dict[str, DocumentRecord] = {}
+    for passage in passages:
+        doc = passage.id.rsplit("-", 1)[0]
+        if doc not in records:
+            records[doc] = DocumentRecord(
+                id=doc,
+                path=passage.document,
+                name=passage.source,
+                sha256="",
+                chunks=[],
+                added=_now(),
+            )
+        records[doc].chunks.append(passage.id)
+    return records
+
+
+def _embedding_text(passage: Passage) -> str:
+    """What is embedded: the title and section give short passages their context."""
+    head = " - ".join(part for part in (passage.title, passage.section) if part)
+    return f"{head}\n{passage.text}" if head else passage.text
+
+
+def _where(view: _View, topic: str | None, source: str | None) -> dict[str, Any] | None:
+    """Metadata conditions for the filters, keyed by field; None without filters.
+
+    Raises:
+        KnowledgeError: If nothing has the topic or source (naming the options).
+    """
+    conditions: dict[str, Any] = {}
+    if topic is not None:
+        topics = sorted({m["topic"] for m in view.metadatas})
+        wanted = topic.strip().lower()
+        if wanted not in topics:
+            close = difflib.get_close_matches(wanted, topics, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(f"no topic {topic!r}.{hint} Topics: {', '.join(topics)}.")
+        conditions["topic"] = {"topic": wanted}
+    if source is not None:
+        sources = sorted({m["source"] for m in view.metadatas})
+        needle = source.strip().lower()
+        matching = [s for s in sources if needle in s.lower()]
+        if not matching:
+            raise UnknownNameError(
+                f"no source matches {source!r}. Sources include: {'; '.join(sources[:12])}."
+            )
+        conditions["source"] = {"source": {"$in": matching}}
+    return conditions or None
+
+
+def _chroma_where(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not where:
+        return None
+    conditions = list(where.values())
+    return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+
+def _matches(metadata: dict[str, Any], where: dict[str, Any]) -> bool:
+    """Whether ``metadata`` meets the conditions `_where` built (for the keyword ranker)."""
+    topic = where.get("topic")
+    if topic is not None and metadata["topic"] != topic["topic"]:
+        return False
+    source = where.get("source")
+    return source is None or metadata["source"] in source["source"]["$in"]
+
+
+def _release(folder: Path) -> None:
+    """Forget chromadb's cached client for ``folder`` before it is deleted."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    system = SharedSystemClient._identifier_to_system.pop(str(folder), None)
+    if system is not None:
+        with contextlib.suppress(Exception):
+            system.stop()
