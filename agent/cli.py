@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent.commands._shared import case_cache, emit_json, err_console, progress_bar
 from agent.commands.detector import app as detector_app
@@ -100,7 +101,9 @@ def _friendly_errors(*, exit_on_error: bool = True) -> Iterator[None]:
     except (SurgAgentError, KnowledgeError) as error:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True
+        )
         if exit_on_error:
             raise SystemExit(1) from None
     except KeyboardInterrupt:
@@ -122,15 +125,22 @@ def _build_agent(overrides: dict[str, Any], **kwargs: Any) -> SurgicalAgent:
 
 
 def _print_result(result: AnswerResult, *, answer: bool) -> None:
-    """Print the answer (unless it was streamed), its evidence and status."""
+    """Print the answer (unless it was streamed), its evidence, citations and status."""
     if answer:
-        console.print(result.answer, highlight=False)
-    if result.evidence:
+        console.print(result.answer, highlight=False, markup=False)
+    seen = [item for item in result.evidence if item.kind != "passage"]
+    if seen:
         console.print("\n[bold]Evidence[/bold]")
-        for item in result.evidence:
-            console.print(f"  {item.label()} {item.summary}", highlight=False)
-    for citation in result.citations:
-        console.print(f"  [{citation.passage_id}] {citation.title} ({citation.source})")
+        for item in seen:
+            console.print(f"  {item.label()} {item.summary}", highlight=False, markup=False)
+    if result.citations:
+        console.print("\n[bold]Guidelines cited[/bold]")
+        for citation in result.citations:
+            where = ", ".join(str(x) for x in (citation.source, citation.year) if x)
+            line = f"  [{citation.passage_id}] {citation.title} ({where})"
+            console.print(line, highlight=False, markup=False)
+    for warning in result.warnings:
+        console.print(f"[yellow]note: {escape(warning)}[/yellow]", highlight=False)
     if result.status != "answered":
         console.print(f"[yellow]status: {result.status}[/yellow]")
 
@@ -142,9 +152,9 @@ def _stream_answer(events: Iterator[AgentEvent], *, show_steps: bool) -> AnswerR
     for event in events:
         if event.kind == "tool_call" and show_steps:
             args = json.dumps(event.args, ensure_ascii=False)
-            err_console.print(f"[dim]→ {event.tool}({args})[/dim]", highlight=False)
+            err_console.print(f"[dim]→ {event.tool}({escape(args)})[/dim]", highlight=False)
         elif event.kind == "tool_result" and show_steps and event.error:
-            err_console.print(f"[dim red]  {event.text}[/dim red]", highlight=False)
+            err_console.print(f"[dim red]  {escape(event.text)}[/dim red]", highlight=False)
         elif event.kind == "token":
             console.print(event.text, end="", highlight=False, markup=False)
             streamed = True
@@ -199,16 +209,18 @@ def _chat_command(agent: SurgicalAgent, thread_id: str, line: str) -> bool:
             what = step.tool or step.node
             extra = f" error: {step.error}" if step.error else ""
             console.print(
-                f"  {what} {step.args or ''} {step.duration_s:.2f}s{extra}", highlight=False
+                f"  {what} {step.args or ''} {step.duration_s:.2f}s{extra}",
+                highlight=False,
+                markup=False,
             )
         if result and result.reasoning:
-            console.print("[dim]" + "\n".join(result.reasoning) + "[/dim]", highlight=False)
+            console.print("[dim]" + escape("\n".join(result.reasoning)) + "[/dim]", highlight=False)
     elif command == "/evidence":
         from tools.base import Evidence
 
         for raw in agent.session_evidence(thread_id):
             item = Evidence.model_validate(raw)
-            console.print(f"  {item.label()} {item.summary}", highlight=False)
+            console.print(f"  {item.label()} {item.summary}", highlight=False, markup=False)
     else:
         console.print("commands: /trace  /evidence  /quit")
     return True
@@ -277,7 +289,7 @@ def index(
     if as_json:
         emit_json(result)
     else:
-        console.print(f"indexed {opened.id}: {result.model_dump()}", highlight=False)
+        console.print(f"indexed {opened.id}: {result.model_dump()}", highlight=False, markup=False)
 
 
 @config_app.command("show")
@@ -309,9 +321,9 @@ def doctor(as_json: JsonOpt = False) -> None:
         return
     for check in report.checks:
         mark = "[green]ok[/green]" if check.ok else "[red]!![/red]"
-        console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+        console.print(f"{mark} {check.name}: {escape(check.detail)}", highlight=False)
         if not check.ok and check.fix:
-            console.print(f"   [dim]→ {check.fix}[/dim]", highlight=False)
+            console.print(f"   [dim]→ {escape(check.fix)}[/dim]", highlight=False)
 
 
 def main() -> None:

@@ -122,6 +122,36 @@ def _data_dir_check(settings: Settings) -> Check:
     )
 
 
+def _knowledge_check(settings: Settings) -> Check:
+    from agent.api import open_knowledge_store
+    from knowledge.errors import KnowledgeError
+
+    if not settings.knowledge.enabled:
+        return Check(name="knowledge store", ok=True, detail="turned off")
+    store = open_knowledge_store(settings)
+    try:
+        manifest = store.manifest()
+        stale = store.stale_reason(manifest)
+    except KnowledgeError as error:
+        return Check(
+            name="knowledge store", ok=False, detail=str(error), fix="surgagent knowledge rebuild"
+        )
+    if manifest is None or stale:
+        # Not an error: the first search builds it (about 10 s); rebuilding ahead saves that.
+        return Check(
+            name="knowledge store",
+            ok=True,
+            detail=f"will be built on first use: {stale}",
+            fix="surgagent knowledge rebuild",
+        )
+    return Check(
+        name="knowledge store",
+        ok=True,
+        detail=f"{manifest.passages} passages, {len(manifest.documents)} documents, "
+        f"model {manifest.embedding_model} ({store.root})",
+    )
+
+
 def run_checks(settings: Settings | None = None) -> DoctorReport:
     """Run every check (model checks take at most a few seconds each)."""
     settings = settings or get_settings()
@@ -129,6 +159,7 @@ def run_checks(settings: Settings | None = None) -> DoctorReport:
     checks += _package_checks()
     checks.append(_gpu_check())
     checks.append(_data_dir_check(settings))
+    checks.append(_knowledge_check(settings))
     checks.append(_role_check(settings, "planner"))
     if settings.perception.enabled:
         checks.append(_role_check(settings, "perception"))

@@ -147,6 +147,7 @@ class KnowledgeStore:
         self.embedder = embedder or Embedder()
         self._corpus = list(corpus) if corpus is not None else None
         self._view: _View | None = None
+        self._view_signature: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
     # -- state -----------------------------------------------------------------------------
@@ -432,16 +433,28 @@ class KnowledgeStore:
         return _View(generation, collection, ids, texts, metadatas, keyword, row)
 
     def _current_view(self) -> _View:
-        """The published generation, reopened when a writer has switched it."""
-        manifest = self.manifest()
-        if manifest is None:
-            raise KnowledgeError(
-                f"the knowledge store in {self.root} is not built; "
-                "run `surgagent knowledge rebuild`"
-            )
+        """The published generation, reopened when a writer has switched it.
+
+        A publish replaces ``manifest.json`` (a new inode), so comparing its stat is enough
+        to notice; the manifest itself is only parsed when it changed.
+        """
+        try:
+            stat = (self.root / "manifest.json").stat()
+        except FileNotFoundError:
+            stat = None
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size) if stat else None
         with self._lock:
+            if self._view is not None and signature == self._view_signature:
+                return self._view
+            manifest = self.manifest()
+            if manifest is None:
+                raise KnowledgeError(
+                    f"the knowledge store in {self.root} is not built; "
+                    "run `surgagent knowledge rebuild`"
+                )
             if self._view is None or self._view.generation != manifest.generation:
                 self._view = self._open(manifest.generation)
+            self._view_signature = signature
             return self._view
 
     def search(

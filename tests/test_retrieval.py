@@ -146,3 +146,61 @@ def test_a_broken_store_ends_the_run_plainly(tmp_path: Path, minilm: Any, case_v
     result = agent.invoke("Clips?", case=case_video)
     assert result.status == "error"
     assert "knowledge store" in result.answer and "knowledge rebuild" in result.answer
+
+
+def test_knowledge_commands(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+    from agent.errors import UserError
+
+    runner = CliRunner()
+    doc = tmp_path / "ward_protocol.md"
+    doc.write_text("# Ward protocol\n\n## Clips\n\nPlace three titanium clips on the duct.\n")
+    added = runner.invoke(app, ["knowledge", "add", str(doc), "--json"])
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["added"] == {str(doc): 1}
+
+    found = runner.invoke(app, ["knowledge", "search", "titanium clips", "-k", "2"])
+    assert found.exit_code == 0
+    assert "[doc-" in found.stdout and "Ward protocol > Clips" in found.stdout
+    hits = json.loads(
+        runner.invoke(app, ["knowledge", "search", "What does C3 require?", "--json"]).stdout
+    )["hits"]
+    assert hits[0]["passage"]["id"] == "cvs-c3-cystic-plate" and len(hits) == 5
+
+    listed = json.loads(runner.invoke(app, ["knowledge", "list", "--json"]).stdout)
+    assert [d["name"] for d in listed["documents"]] == ["ward_protocol.md"]
+    corpus_size = listed["passages"] - 1
+
+    broken = tmp_path / "scan.pdf"
+    broken.write_bytes(b"not a pdf")
+    failed = runner.invoke(app, ["knowledge", "add", str(broken)])
+    assert isinstance(failed.exception, UserError) and "scan.pdf" in str(failed.exception)
+
+    bad_topic = runner.invoke(app, ["knowledge", "search", "x", "--topic", "bdii"])
+    assert "Did you mean 'bdi'?" in str(bad_topic.exception)
+
+    removed = runner.invoke(app, ["knowledge", "remove", "ward_protocol.md"])
+    assert removed.exit_code == 0 and "removed ward_protocol.md (1 chunks)" in removed.stdout
+    rebuilt = json.loads(runner.invoke(app, ["knowledge", "rebuild", "--json"]).stdout)
+    assert rebuilt["passages"] == corpus_size and rebuilt["documents"] == {}
+
+
+def test_cli_prints_citation_ids_and_frame_labels(
+    corpus_store: KnowledgeStore, case_video: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import _print_result
+
+    agent = knowledge_agent(
+        corpus_store,
+        [
+            call("search_guidelines", query="What does C3 require?", k=2),
+            say("The cystic plate must show [cvs-c3-cystic-plate], at [00:05]."),
+        ],
+    )
+    result = agent.invoke("C3?", case=case_video)
+    _print_result(result, answer=True)
+    out = capsys.readouterr().out
+    assert "[cvs-c3-cystic-plate], at [00:05]." in out
+    assert "Guidelines cited\n  [cvs-c3-cystic-plate] " in out

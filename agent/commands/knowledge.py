@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent.commands._shared import emit_json, err_console, progress_bar
@@ -159,6 +160,8 @@ def search(
     for hit in hits:
         passage = hit.passage
         where = ", ".join(str(x) for x in (passage.source, passage.year, passage.section) if x)
-        console.print(f"[bold]{hit.rank}. [{passage.id}][/bold] {passage.title}", highlight=False)
-        console.print(f"   [dim]{where} | score {hit.score:.4f}[/dim]", highlight=False)
-        console.print(f"   {passage.text[:300]}{'...' if len(passage.text) > 300 else ''}\n")
+        head = escape(f"{hit.rank}. [{passage.id}]")
+        console.print(f"[bold]{head}[/bold] {escape(passage.title)}", highlight=False)
+        console.print(f"   [dim]{escape(where)} | score {hit.score:.4f}[/dim]", highlight=False)
+        excerpt = passage.text[:300] + ("..." if len(passage.text) > 300 else "")
+        console.print(f"   {excerpt}\n", highlight=False, markup=False)
