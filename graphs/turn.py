@@ -161,9 +161,7 @@ def build_result(
 _CITED_ID = re.compile(r"\[([a-z][a-z0-9._]*-[a-z0-9._-]+)\]")
 
 
-def ground_citations(
-    turn: Sequence[AnyMessage], answer: str
-) -> tuple[list[Citation], list[str]]:
+def ground_citations(turn: Sequence[AnyMessage], answer: str) -> tuple[list[Citation], list[str]]:
     """The passages ``answer`` cites that were retrieved in ``turn``, and grounding warnings.
 
     Citations keep only ids a retrieval tool returned in this run, in the answer's order,
@@ -183,8 +181,7 @@ def ground_citations(
         if pid in retrieved
     ]
     warnings = [
-        f"The answer cites [{pid}], which no search in this run returned; it is not a "
-        "citation."
+        f"The answer cites [{pid}], which no search in this run returned; it is not a citation."
         for pid in cited
         if pid not in retrieved
     ]
