@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from agent.commands._shared import case_cache, emit_json, err_console, progress_bar
 from agent.commands.detector import app as detector_app
+from agent.commands.eval import app as eval_app
 from agent.commands.knowledge import app as knowledge_app
 from agent.commands.phase import app as phase_app
 
@@ -48,6 +49,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(phase_app, name="phase", help="Train, run and evaluate the phase segmenter.")
 app.add_typer(detector_app, name="detector", help="Train, run and track the instrument detector.")
 app.add_typer(knowledge_app, name="knowledge", help="Search and extend the guideline store.")
+app.add_typer(
+    eval_app, name="eval", help="Build task sets, run the agent and the bare VLM, report."
+)
 
 _state: dict[str, Any] = {"debug": False}
 

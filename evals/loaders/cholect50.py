@@ -1,0 +1,231 @@
+"""CholecT50 loader: which action triplets ⟨instrument, verb, target⟩ a frame shows.
+
+Native layout (CAMMA-public/cholect50 ``docs/README-Format.md``; the folder itself or a
+``CholecT50/`` inside it)::
+
+    videos/VID01/000000.png ...   frames at 1 fps, named by the zero-padded frame id
+    labels/VID01.json             {"fps", "num_frames", "categories", "annotations"}
+
+``annotations`` maps each frame id to a list of triplet instances, each a 15-number vector
+``[triplet, instrument, score, x, y, w, h, verb, target, score, x, y, w, h, phase]`` (the
+official loader reads the triplet at 0, instrument 1, verb 7, target 8, phase 14); ``-1``
+means none. Triplet ids are named by the file's ``categories["triplet"]`` where present,
+otherwise by the 100-class table of ivtmetrics' ``maps.txt`` below.
+
+    items = CholecT50Loader().load(Path("data/CholecT50"))
+    items[0].gold  # [["grasper", "retract", "gallbladder"], ["hook", "dissect", "gallbladder"]]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from evals.loaders._base import AnnotationError, Loader, relative, take_options
+from evals.records import Media, TaskRecord
+from tools.vocabulary import CHOLECT50_INSTRUMENTS, CHOLECT50_TARGETS, CHOLECT50_VERBS
+
+__all__ = ["CHOLECT50_PHASES", "CHOLECT50_TRIPLETS", "CholecT50Loader", "triplet_names"]
+
+# Triplet id -> "instrument,verb,target" (CAMMA-public/ivtmetrics maps.txt order).
+CHOLECT50_TRIPLETS = (
+    "grasper,dissect,cystic_plate", "grasper,dissect,gallbladder", "grasper,dissect,omentum",
+    "grasper,grasp,cystic_artery", "grasper,grasp,cystic_duct", "grasper,grasp,cystic_pedicle",
+    "grasper,grasp,cystic_plate", "grasper,grasp,gallbladder", "grasper,grasp,gut",
+    "grasper,grasp,liver", "grasper,grasp,omentum", "grasper,grasp,peritoneum",
+    "grasper,grasp,specimen_bag", "grasper,pack,gallbladder", "grasper,retract,cystic_duct",
+    "grasper,retract,cystic_pedicle", "grasper,retract,cystic_plate",
+    "grasper,retract,gallbladder", "grasper,retract,gut", "grasper,retract,liver",
+    "grasper,retract,omentum", "grasper,retract,peritoneum",
+    "bipolar,coagulate,abdominal_wall_cavity", "bipolar,coagulate,blood_vessel",
+    "bipolar,coagulate,cystic_artery", "bipolar,coagulate,cystic_duct",
+    "bipolar,coagulate,cystic_pedicle", "bipolar,coagulate,cystic_plate",
+    "bipolar,coagulate,gallbladder", "bipolar,coagulate,liver", "bipolar,coagulate,omentum",
+    "bipolar,coagulate,peritoneum", "bipolar,dissect,adhesion", "bipolar,dissect,cystic_artery",
+    "bipolar,dissect,cystic_duct", "bipolar,dissect,cystic_plate",
+    "bipolar,dissect,gallbladder", "bipolar,dissect,omentum", "bipolar,grasp,cystic_plate",
+    "bipolar,grasp,liver", "bipolar,grasp,specimen_bag", "bipolar,retract,cystic_duct",
+    "bipolar,retract,cystic_pedicle", "bipolar,retract,gallbladder", "bipolar,retract,liver",
+    "bipolar,retract,omentum", "hook,coagulate,blood_vessel", "hook,coagulate,cystic_artery",
+    "hook,coagulate,cystic_duct", "hook,coagulate,cystic_pedicle",
+    "hook,coagulate,cystic_plate", "hook,coagulate,gallbladder", "hook,coagulate,liver",
+    "hook,coagulate,omentum", "hook,cut,blood_vessel", "hook,cut,peritoneum",
+    "hook,dissect,blood_vessel", "hook,dissect,cystic_artery", "hook,dissect,cystic_duct",
+    "hook,dissect,cystic_plate", "hook,dissect,gallbladder", "hook,dissect,omentum",
+    "hook,dissect,peritoneum", "hook,retract,gallbladder", "hook,retract,liver",
+    "scissors,coagulate,omentum", "scissors,cut,adhesion", "scissors,cut,blood_vessel",
+    "scissors,cut,cystic_artery", "scissors,cut,cystic_duct", "scissors,cut,cystic_plate",
+    "scissors,cut,liver", "scissors,cut,omentum", "scissors,cut,peritoneum",
+    "scissors,dissect,cystic_plate", "scissors,dissect,gallbladder", "scissors,dissect,omentum",
+    "clipper,clip,blood_vessel", "clipper,clip,cystic_artery", "clipper,clip,cystic_duct",
+    "clipper,clip,cystic_pedicle", "clipper,clip,cystic_plate", "irrigator,aspirate,fluid",
+    "irrigator,dissect,cystic_duct", "irrigator,dissect,cystic_pedicle",
+    "irrigator,dissect,cystic_plate", "irrigator,dissect,gallbladder",
+    "irrigator,dissect,omentum", "irrigator,irrigate,abdominal_wall_cavity",
+    "irrigator,irrigate,cystic_pedicle", "irrigator,irrigate,liver",
+    "irrigator,retract,gallbladder", "irrigator,retract,liver", "irrigator,retract,omentum",
+    "grasper,null_verb,null_target", "bipolar,null_verb,null_target",
+    "hook,null_verb,null_target", "scissors,null_verb,null_target",
+    "clipper,null_verb,null_target", "irrigator,null_verb,null_target",
+)  # fmt: skip
+CHOLECT50_PHASES = (
+    "preparation",
+    "carlot-triangle-dissection",
+    "clipping-and-cutting",
+    "gallbladder-dissection",
+    "gallbladder-packaging",
+    "cleaning-and-coagulation",
+    "gallbladder-extraction",
+)
+
+_QUESTION = (
+    "Which surgical action triplets <instrument, verb, target> are happening in this frame of "
+    "a laparoscopic cholecystectomy? Answer with every triplet as [instrument, verb, target], "
+    "or [] if there is none. Instruments: {instruments}. Verbs: {verbs}. Targets: {targets}."
+)
+
+
+def _categories(data: Mapping[str, Any], key: str) -> dict[int, str]:
+    categories = data.get("categories")
+    if isinstance(categories, list):  # README-Format calls it a list of per-task dicts
+        merged: dict[str, Any] = {}
+        for entry in categories:
+            if isinstance(entry, dict):
+                merged.update(entry)
+        categories = merged
+    table = categories.get(key) if isinstance(categories, dict) else None
+    if not isinstance(table, dict):
+        return {}
+    return {int(k): str(v) for k, v in table.items() if str(k).lstrip("-").isdigit()}
+
+
+def triplet_names(data: Mapping[str, Any] | None = None) -> dict[int, list[str]]:
+    """Triplet id -> ``[instrument, verb, target]``: the label file's own table, else ours."""
+    table = _categories(data or {}, "triplet") or dict(enumerate(CHOLECT50_TRIPLETS))
+    return {k: [part.strip() for part in v.split(",")] for k, v in table.items()}
+
+
+def _read_labels(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError.at(path, exc.lineno, f"not valid JSON ({exc.msg}).") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError.at(path, None, f"cannot read the label file ({exc}).") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), dict):
+        raise AnnotationError.at(
+            path, None, "no 'annotations' object mapping frame ids to triplet vectors."
+        )
+    return data
+
+
+def _frame_triplets(
+    path: Path, frame: str, instances: Any, names: Mapping[int, list[str]]
+) -> tuple[list[int], int | None]:
+    """Triplet ids (ascending, unique, nulls dropped) and phase id of one frame."""
+    if not isinstance(instances, list):
+        raise AnnotationError.at(path, None, f"frame {frame}: expected a list of vectors.")
+    ids: set[int] = set()
+    phase = None
+    for number, vector in enumerate(instances):
+        if (
+            not isinstance(vector, list)
+            or not vector
+            or not all(isinstance(v, int | float) for v in vector)
+        ):
+            raise AnnotationError.at(
+                path, None, f"frame {frame}, instance {number}: {vector!r} is not a number vector."
+            )
+        triplet = int(vector[0])
+        if len(vector) > 14 and vector[14] >= 0:
+            phase = int(vector[14])
+        if triplet < 0:
+            continue
+        if triplet not in names:
+            raise AnnotationError.at(
+                path, None, f"frame {frame}, instance {number}: unknown triplet id {triplet}."
+            )
+        ids.add(triplet)
+    return sorted(ids), phase
+
+
+class CholecT50Loader(Loader):
+    """CholecT50 (Nwoye et al. 2022): 50 videos, frames at 1 fps with action triplets.
+
+    Task ``cholect50-triplet``: gold is the sorted list of ``[instrument, verb, target]``
+    names in the frame. ``every_s`` keeps frame ids that are multiples of
+    ``every_s * fps`` (default 1 s: every annotated frame). Options: ``keep_empty``
+    (default False) also keeps frames without a triplet, with gold ``[]``.
+    """
+
+    name = "cholect50"
+    tasks = ("cholect50-triplet",)
+    layout = (
+        "labels/VIDxx.json (CholecT50 label JSON) and videos/VIDxx/000000.png frames, "
+        "in the folder or a CholecT50/ folder inside it"
+    )
+    default_every_s = 1.0
+
+    def _load(
+        self, root: Path, tasks: list[str], every_s: float | None, options: dict[str, Any]
+    ) -> list[TaskRecord]:
+        keep_empty = bool(take_options(self.name, options, {"keep_empty": False})["keep_empty"])
+        base = next(
+            (f for f in (root, root / "CholecT50", root / "cholect50") if (f / "labels").is_dir()),
+            root,
+        )
+        files = sorted((base / "labels").glob("*.json")) if (base / "labels").is_dir() else []
+        if not files:
+            raise self.missing(root, "CholecT50 label files (labels/VIDxx.json)")
+        question = _QUESTION.format(
+            instruments=", ".join(CHOLECT50_INSTRUMENTS),
+            verbs=", ".join(CHOLECT50_VERBS),
+            targets=", ".join(CHOLECT50_TARGETS),
+        )
+        items: list[TaskRecord] = []
+        for path in files:
+            items.extend(self._video_items(path, base, root, question, every_s or 1.0, keep_empty))
+        return items
+
+    @staticmethod
+    def _video_items(
+        path: Path, base: Path, root: Path, question: str, every_s: float, keep_empty: bool
+    ) -> list[TaskRecord]:
+        data = _read_labels(path)
+        case = path.stem
+        fps = float(data.get("fps") or 1.0)
+        step = max(1, round(every_s * fps))
+        names = triplet_names(data)
+        phases = _categories(data, "phase") or dict(enumerate(CHOLECT50_PHASES))
+        frames_dir = base / "videos" / case
+        items = []
+        for key, instances in data["annotations"].items():
+            if not str(key).isdigit():
+                raise AnnotationError.at(path, None, f"frame id {key!r} is not a number.")
+            frame = int(key)
+            if frame % step:
+                continue
+            ids, phase = _frame_triplets(path, key, instances, names)
+            if not ids and not keep_empty:
+                continue
+            meta: dict[str, Any] = {"frame": frame, "triplet_ids": ids, "fps": fps}
+            if phase is not None and phase in phases:
+                meta["phase"] = phases[phase]
+            items.append(
+                TaskRecord(
+                    id=f"cholect50-triplet/{case}/f{frame:06d}",
+                    task="cholect50-triplet",
+                    dataset="cholect50",
+                    case=case,
+                    media=Media(
+                        frames=[relative(frames_dir / f"{frame:06d}.png", root)],
+                        times=[frame / fps],
+                    ),
+                    question=question,
+                    gold=[names[i] for i in ids],
+                    meta=meta,
+                )
+            )
+        return items
