@@ -203,6 +203,7 @@ class SurgicalAgent:
         vision_model: VisionBackend | None = None,
         sessions: Literal["memory", "sqlite"] = "memory",
         checkpointer: BaseCheckpointSaver[Any] | None = None,
+        engines: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> SurgicalAgent:
         """Build an agent from settings (`get_settings` plus ``overrides`` by default).
@@ -216,6 +217,7 @@ class SurgicalAgent:
             sessions: ``memory`` (sessions live as long as the agent) or ``sqlite``
                 (kept in ``settings.sessions_db``, surviving restarts).
             checkpointer: Any LangGraph checkpointer; overrides ``sessions``.
+            engines: Ready engines (`load_engines` output) instead of loading them again.
             **overrides: Settings overrides, e.g. ``step_budget=4``.
 
         Raises:
@@ -236,9 +238,9 @@ class SurgicalAgent:
                 vision = perception
         if checkpointer is None and sessions == "sqlite":
             checkpointer = sqlite_checkpointer(settings.sessions_db)
-        return cls(
-            settings, planner, vision=vision, checkpointer=checkpointer, **load_engines(settings)
-        )
+        if engines is None:
+            engines = load_engines(settings)
+        return cls(settings, planner, vision=vision, checkpointer=checkpointer, **engines)
 
     def open_case(self, case: str | Path | Case) -> Case:
         """Open a case by video path, frame folder or indexed case id.

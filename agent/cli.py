@@ -315,6 +315,34 @@ def config_show(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 shares it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="SURGAGENT_UI_TOKEN", help="Require this token as the password."),
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest video upload.")] = 4096,
+) -> None:
+    """Start the web case-review app (needs the ``ui`` extra: pip install -e ".[ui]").
+
+    Example: surgagent serve --port 7860
+    """
+    import importlib.util
+
+    from agent.errors import UserError
+    from agent.settings import get_settings
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError("the web app needs gradio: pip install -e '.[ui]'")
+    from ui.app import serve as serve_app
+
+    if host not in ("127.0.0.1", "localhost") and not token:
+        err_console.print("[yellow]serving beyond this machine without --token[/yellow]")
+    serve_app(get_settings(), host=host, port=port, token=token, max_upload_mb=max_upload_mb)
+
+
+@app.command()
 def doctor(as_json: JsonOpt = False) -> None:
     """Check what is installed, whether the models are reachable, and what to do next."""
     from agent.doctor import run_checks

@@ -1,0 +1,1 @@
+"""The web case-review app (``surgagent serve``); needs the ``ui`` extra (Gradio)."""

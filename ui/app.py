@@ -1,0 +1,269 @@
+"""The web case-review app: a video with its phase ribbon and instrument timeline, and a chat.
+
+Built with Gradio on the agent's public API. Sessions are the agent's SQLite sessions, so a
+reload or a restart finds a conversation again (the page keeps ``?session=<id>`` in its URL).
+Tools that are not configured are shown as unavailable; a model endpoint that is down shows a
+banner and the page keeps working.
+
+    server = ReviewServer(get_settings())
+    server.build().launch(server_name="127.0.0.1", server_port=7860, **server.launch_options())
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ui import views
+from ui.store import VIDEO_SUFFIXES, SessionIndex, store_upload
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from agent.api import AnswerResult, SurgicalAgent
+    from agent.settings import Settings
+    from tools.cache import Case
+
+__all__ = ["ReviewServer", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_THINK = re.compile(r"^.*?</think>", re.S)
+
+
+class ReviewServer:
+    """State shared by every browser tab: settings, engines, the agent, sessions, uploads.
+
+    Args:
+        settings: Resolved settings (data dir, models, tools).
+        max_upload_mb: Largest video accepted.
+    """
+
+    def __init__(self, settings: Settings, *, max_upload_mb: float = 4096) -> None:
+        from agent.api import load_engines
+        from tools.cache import CaseCache
+
+        self.settings = settings
+        self.max_upload_mb = max_upload_mb
+        self.cache = CaseCache(settings.cache_dir)
+        self.sessions = SessionIndex(settings.data_dir / "ui" / "sessions.json")
+        self.uploads = settings.data_dir / "uploads"
+        self.engines = load_engines(settings)
+        self._agent: SurgicalAgent | None = None
+        self._lock = threading.Lock()
+
+    # -- the agent, built when its model answers ---------------------------------------------
+
+    def agent(self) -> tuple[SurgicalAgent | None, str | None]:
+        """The agent, or None and a sentence saying why (e.g. the model endpoint is down)."""
+        from agent.api import SurgicalAgent
+        from agent.errors import SurgAgentError
+
+        with self._lock:
+            if self._agent is None:
+                try:
+                    self._agent = SurgicalAgent.from_settings(
+                        self.settings, sessions="sqlite", engines=self.engines
+                    )
+                except SurgAgentError as error:
+                    return None, f"The planner model is not available: {error}"
+            return self._agent, None
+
+    def tools(self) -> dict[str, bool]:
+        """Which tools this server can offer."""
+        options = self.settings
+        return {
+            "frames": True,
+            "perception": options.perception.enabled,
+            "instrument detector": "detector" in self.engines,
+            "phase segmenter": "segmenter" in self.engines,
+            "guidelines": "knowledge" in self.engines,
+        }
+
+    # -- cases ---------------------------------------------------------------------------------
+
+    def open(self, path: str | Path) -> Case:
+        """Open a case (an uploaded or known video).
+
+        Raises:
+            CaseError: If it cannot be read.
+        """
+        from tools.video import open_case
+
+        return open_case(Path(path), self.cache)
+
+    def upload(self, temporary: str | Path) -> Path:
+        """Check and keep an uploaded video; returns its path in the data dir.
+
+        Raises:
+            UploadError: For a wrong type, size or an empty file.
+            CaseError: For a file that does not decode as a video.
+        """
+        stored = store_upload(Path(temporary), self.uploads, max_mb=self.max_upload_mb)
+        self.open(stored)  # decodes the header now: a corrupt file is refused at once
+        return stored
+
+    def known_cases(self) -> list[tuple[str, str]]:
+        """(label, path) of every case uploaded or reviewed before."""
+        paths = {
+            str(p)
+            for p in self.uploads.glob("*/*")
+            if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.endswith(".part")
+        }
+        paths |= set(self.sessions.cases())
+        return sorted(((Path(p).name, p) for p in paths if Path(p).exists()), key=lambda c: c[0])
+
+    def timelines(self, case: Case) -> tuple[str, str]:
+        """The phase ribbon and instrument timeline of a case (cached by the engines)."""
+        from agent.errors import SurgAgentError
+
+        segmenter, detector = self.engines.get("segmenter"), self.engines.get("detector")
+        ribbon = '<div class="unavailable">Phase segmenter unavailable (not configured).</div>'
+        timeline = (
+            '<div class="unavailable">Instrument detector unavailable (not configured).</div>'
+        )
+        try:
+            if segmenter is not None:
+                prediction = segmenter.predict(case, self.cache)
+                ribbon = views.phase_ribbon(
+                    prediction.segments,
+                    duration=case.duration,
+                    vocabulary=prediction.vocabulary,
+                )
+            if detector is not None:
+                timeline = views.instrument_timeline(
+                    detector.track(case, self.cache), duration=case.duration
+                )
+        except SurgAgentError as error:
+            return views.banner(f"Could not analyse the case: {error}"), timeline
+        return ribbon, timeline
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def session_choices(self, case_id: str) -> list[tuple[str, str]]:
+        """(label, thread id) of a case's sessions, newest first."""
+        return [
+            (f"{r.updated[:16].replace('T', ' ')} - {r.title}", r.thread_id)
+            for r in self.sessions.for_case(case_id)
+        ]
+
+    def chat_history(self, thread_id: str) -> tuple[list[dict[str, str]], AnswerResult | None]:
+        """A session's questions and answers for the chat view, and its last result."""
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        agent, _ = self.agent()
+        if agent is None:
+            return [], None
+        history: list[dict[str, str]] = []
+        for message in agent.history(thread_id):
+            if isinstance(message, HumanMessage):
+                history.append({"role": "user", "content": message.text})
+            elif isinstance(message, AIMessage) and not message.tool_calls and message.text:
+                answer = _THINK.sub("", message.text).strip()
+                history.append({"role": "assistant", "content": views.answer_markdown(answer)})
+        return history, agent.last_result(thread_id)
+
+    # -- the page ------------------------------------------------------------------------------
+
+    def launch_options(self, token: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``Blocks.launch`` this app needs."""
+        options: dict[str, Any] = {
+            "head": views.SEEK_SCRIPT,
+            "css": views.STYLE,
+            "allowed_paths": [str(self.settings.data_dir.resolve())],
+            "max_file_size": f"{self.max_upload_mb:g}mb",
+            "ssr_mode": False,
+            "show_error": False,
+            "footer_links": [],
+        }
+        if token:
+            options["auth"] = lambda _user, password: password == token
+            options["auth_message"] = "Log in with any name and the server's token as password."
+        return options
+
+    def build(self) -> gr.Blocks:
+        """The Gradio page."""
+        from ui.page import build_page
+
+        return build_page(self)
+
+
+def key_frames(server: ReviewServer, thread_id: str) -> list[tuple[Any, str]]:
+    """Frames the last answer's tools looked at, with any detection boxes drawn."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    agent, _ = server.agent()
+    if agent is None:
+        return []
+    turn: list[Any] = []
+    for message in reversed(agent.history(thread_id)):
+        if isinstance(message, HumanMessage):
+            break
+        turn.append(message)
+    frames: list[tuple[Any, str]] = []
+    for message in reversed(turn):
+        artifact = message.artifact if isinstance(message, ToolMessage) else None
+        if not isinstance(artifact, dict):
+            continue
+        for frame in artifact.get("frames") or []:
+            path = frame.get("frame") or frame.get("path")
+            if not path or not Path(path).exists():
+                continue
+            boxes = [(d["name"], tuple(d["box_norm"])) for d in frame.get("detections") or []]
+            caption = f"[{views._clock(frame.get('time', 0.0))}] " + ", ".join(b[0] for b in boxes)
+            frames.append((views.draw_boxes(Path(path), boxes), caption.strip()))
+    return frames[:12]
+
+
+def new_session_id() -> str:
+    """A fresh session id (short, URL-safe)."""
+    return uuid.uuid4().hex[:12]
+
+
+def stream_answer(
+    server: ReviewServer, question: str, case_path: str, thread_id: str
+) -> Iterator[tuple[str, AnswerResult | None, str | None]]:
+    """Run one question; yields (answer text so far, final result or None, error or None)."""
+    agent, problem = server.agent()
+    if agent is None:
+        yield "", None, problem
+        return
+    from agent.errors import SurgAgentError
+
+    text = ""
+    try:
+        for event in agent.stream(question, case=case_path, thread_id=thread_id):
+            if event.kind == "token":
+                text += event.text
+                yield text, None, None
+            elif event.kind == "tool_call":
+                yield text or f"_calling {event.tool}..._", None, None
+            elif event.kind == "answer" and event.result is not None:
+                problem = event.result.answer if event.result.status == "error" else None
+                yield event.result.answer, event.result, problem
+    except SurgAgentError as error:
+        yield text, None, str(error)
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    token: str | None = None,
+    max_upload_mb: float = 4096,
+) -> None:
+    """Start the review app and block until it is stopped."""
+    # Gradio keeps uploads in its temp dir: keep that inside the data dir, and never phone home.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.data_dir / "ui" / "tmp"))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    server = ReviewServer(settings, max_upload_mb=max_upload_mb)
+    page = server.build()
+    page.queue(default_concurrency_limit=4)
+    page.launch(server_name=host, server_port=port, **server.launch_options(token))

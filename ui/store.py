@@ -1,0 +1,132 @@
+"""What the review app keeps on disk besides the agent's sessions: uploads and a session list.
+
+Uploads are checked (type, size, a video that decodes) and copied under
+``<data_dir>/uploads/<content hash>/``, never anywhere else. The session list maps each chat
+session (a LangGraph thread in the SQLite checkpointer) to its case, so the page can list a
+case's past sessions and reopen one after a reload or a restart.
+
+    stored = store_upload(Path("/tmp/gradio/abc/case.mp4"), uploads_dir, max_mb=2048)
+    sessions.record("3f2a9c1b", case=stored, title="When is the clipper first used?")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+__all__ = ["VIDEO_SUFFIXES", "SessionIndex", "SessionRecord", "UploadError", "store_upload"]
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used as a case; the message says why."""
+
+
+def _safe_name(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "case"
+    return stem[:80]
+
+
+def store_upload(source: Path, uploads: Path, *, max_mb: float) -> Path:
+    """Copy an uploaded video into ``uploads`` (by content hash) and return its new path.
+
+    Raises:
+        UploadError: For a file that is not a video by name, too large, or empty.
+    """
+    source = Path(source)
+    if source.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UploadError(
+            f"{source.name} is not a video file; upload one of {', '.join(VIDEO_SUFFIXES)}"
+        )
+    size = source.stat().st_size
+    if size == 0:
+        raise UploadError(f"{source.name} is empty")
+    if size > max_mb * 1024 * 1024:
+        raise UploadError(f"{source.name} is {size / 2**20:.0f} MB; the limit is {max_mb:g} MB")
+    digest = hashlib.sha256()
+    with source.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    folder = uploads.resolve() / digest.hexdigest()[:16]
+    target = folder / _safe_name(source.name)
+    if not target.is_relative_to(uploads.resolve()):  # the name is sanitised; belt and braces
+        raise UploadError(f"refusing to store {source.name} outside the uploads folder")
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    return target
+
+
+class SessionRecord(BaseModel):
+    """One chat session: its case and a title (its first question)."""
+
+    thread_id: str
+    case: str
+    case_id: str
+    title: str
+    created: str
+    updated: str
+
+
+class SessionIndex:
+    """The sessions of the review app, in a small JSON file written atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, SessionRecord]:
+        if not self.path.exists():
+            return {}
+        raw = json.loads(self.path.read_text(encoding="utf-8"))
+        return {key: SessionRecord.model_validate(value) for key, value in raw.items()}
+
+    def record(self, thread_id: str, *, case: Path, case_id: str, title: str) -> SessionRecord:
+        """Add a session or touch an existing one (its title stays the first question)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            records = self._read()
+            old = records.get(thread_id)
+            record = SessionRecord(
+                thread_id=thread_id,
+                case=str(case),
+                case_id=case_id,
+                title=old.title if old else title[:80],
+                created=old.created if old else now,
+                updated=now,
+            )
+            records[thread_id] = record
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".tmp")
+            partial.write_text(
+                json.dumps({k: v.model_dump() for k, v in records.items()}, indent=1)
+            )
+            os.replace(partial, self.path)
+            return record
+
+    def get(self, thread_id: str) -> SessionRecord | None:
+        """The session, or None."""
+        with self._lock:
+            return self._read().get(thread_id)
+
+    def for_case(self, case_id: str) -> list[SessionRecord]:
+        """A case's sessions, newest first."""
+        with self._lock:
+            records = [r for r in self._read().values() if r.case_id == case_id]
+        return sorted(records, key=lambda r: r.updated, reverse=True)
+
+    def cases(self) -> dict[str, str]:
+        """Every case with a session: path -> case id."""
+        with self._lock:
+            return {r.case: r.case_id for r in self._read().values()}
