@@ -49,11 +49,16 @@ def free_port() -> int:
 
 
 def planner(request: dict[str, Any]) -> ScriptedReply:
-    """Look up the clipping phase, then answer with its times, cited as [mm:ss]."""
+    """Look up the clipping phase and the instruments in it, then answer citing [mm:ss]."""
     tool = [m["content"] for m in request["messages"] if m["role"] == "tool"]
     if not tool:
-        return ScriptedReply(tool_calls=[("phase_segments", {"phase": "ClippingCutting"})])
-    times = re.findall(r"\d\d:\d\d", tool[-1])
+        return ScriptedReply(
+            tool_calls=[
+                ("phase_segments", {"phase": "ClippingCutting"}),
+                ("instruments_at", {"time": "00:15"}),
+            ]
+        )
+    times = re.findall(r"\d\d:\d\d", tool[0])
     start, end = (times + ["00:00", "00:00"])[:2] if len(times) < 3 else times[1:3]
     return ScriptedReply(
         content=f"Clipping and cutting runs from [{start}] to [{end}], as the phase "
@@ -191,6 +196,8 @@ def test_review_session_in_a_browser(engines: dict, browser: Any, tmp_path: Path
             stamp.click()
             assert abs(video_time(page) - seek_to) < 0.5
             assert "phase_segments" in page.locator("#evidence").inner_text()
+            assert "Clipper" in page.locator("#evidence").inner_text()
+            page.locator("#frames img").first.wait_for(timeout=30_000)  # boxes drawn on it
             page.get_by_text("Reasoning and tool trace").click()
             page.locator("#trace").get_by_text("The phase tool answers this directly.").wait_for()
             page.screenshot(path=str(ARTIFACTS / "ui-answer.png"), full_page=True)

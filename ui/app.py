@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -105,8 +106,14 @@ class ReviewServer:
             UploadError: For a wrong type, size or an empty file.
             CaseError: For a file that does not decode as a video.
         """
+        from tools.errors import CaseError
+
         stored = store_upload(Path(temporary), self.uploads, max_mb=self.max_upload_mb)
-        self.open(stored)  # decodes the header now: a corrupt file is refused at once
+        try:
+            self.open(stored)  # decodes it now: a corrupt file is refused at once
+        except CaseError:
+            shutil.rmtree(stored.parent, ignore_errors=True)
+            raise
         return stored
 
     def known_cases(self) -> list[tuple[str, str]]:

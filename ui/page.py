@@ -177,7 +177,13 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
                 )
                 gr.Markdown("**Evidence** (click a time to seek)")
                 evidence = gr.HTML(views.evidence_html(None), elem_id="evidence")
-                frames = gr.Gallery(label="Key frames", columns=4, height=200, elem_id="frames")
+                frames = gr.Gallery(
+                    label="Key frames (detections boxed)",
+                    columns=4,
+                    height=200,
+                    object_fit="contain",
+                    elem_id="frames",
+                )
                 gr.Markdown("**Guideline citations**")
                 citations = gr.HTML(views.citations_html(None), elem_id="citations")
                 with gr.Accordion("Reasoning and tool trace", open=False):

@@ -1,0 +1,111 @@
+"""The review app without a browser: uploads, sessions, the views, a down model, the token."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from agent.settings import get_settings
+from tests.fixtures.videos import random_bytes_file
+from tools.errors import CaseError
+from ui import views
+from ui.app import ReviewServer
+from ui.store import SessionIndex, UploadError, store_upload
+
+
+def test_uploads_are_checked_and_kept_inside_the_data_dir(tmp_path: Path, case_video: Path):
+    uploads = tmp_path / "data" / "uploads"
+    sneaky = tmp_path / "..evil name;rm -rf.mp4"
+    sneaky.write_bytes(case_video.read_bytes())
+    stored = store_upload(sneaky, uploads, max_mb=100)
+    assert stored.is_relative_to(uploads.resolve()) and stored.name == "evil_name_rm_-rf.mp4"
+    assert store_upload(sneaky, uploads, max_mb=100) == stored  # same content, same place
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video")
+    with pytest.raises(UploadError, match="not a video file"):
+        store_upload(notes, uploads, max_mb=100)
+    with pytest.raises(UploadError, match="the limit is 0.001 MB"):
+        store_upload(case_video, uploads, max_mb=0.001)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(UploadError, match="empty"):
+        store_upload(empty, uploads, max_mb=100)
+
+
+def test_corrupt_video_is_refused_and_not_kept(tmp_path: Path) -> None:
+    server = ReviewServer(get_settings(knowledge={"enabled": False}))
+    corrupt = random_bytes_file(tmp_path / "corrupt.mp4", 4096)
+    with pytest.raises(CaseError):
+        server.upload(corrupt)
+    assert list(server.uploads.glob("*/*")) == []
+
+
+def test_a_down_model_is_a_banner_not_a_crash() -> None:
+    settings = get_settings(
+        planner={"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0}
+    )
+    server = ReviewServer(settings)
+    agent, problem = server.agent()
+    assert agent is None and problem and "127.0.0.1:9" in problem
+    assert 'role="alert"' in views.banner(problem)
+    assert server.tools() == {
+        "frames": True,
+        "perception": True,
+        "instrument detector": False,
+        "phase segmenter": False,
+        "guidelines": True,
+    }
+    assert "unavailable (not configured)" in views.tools_status(server.tools())
+
+
+def test_sessions_are_listed_per_case_newest_first(tmp_path: Path) -> None:
+    index = SessionIndex(tmp_path / "sessions.json")
+    index.record("a", case=Path("/v/one.mp4"), case_id="one", title="First question?")
+    index.record("b", case=Path("/v/two.mp4"), case_id="two", title="Other case")
+    index.record("c", case=Path("/v/one.mp4"), case_id="one", title="Second session")
+    index.record("a", case=Path("/v/one.mp4"), case_id="one", title="A follow-up")
+    again = SessionIndex(tmp_path / "sessions.json")  # as after a restart
+    titles = [r.title for r in again.for_case("one")]
+    assert sorted(titles) == ["First question?", "Second session"]  # a title is its first question
+    assert again.cases() == {"/v/one.mp4": "one", "/v/two.mp4": "two"}
+
+
+def test_views_make_moments_clickable() -> None:
+    segments = [
+        SimpleNamespace(phase="Preparation", start=0.0, end=30.0, confidence=0.9),
+        SimpleNamespace(phase="ClippingCutting", start=30.0, end=120.0, confidence=0.8),
+    ]
+    ribbon = views.phase_ribbon(
+        segments, duration=120.0, vocabulary=["Preparation", "ClippingCutting"]
+    )
+    assert ribbon.count('class="segment"') == 2
+    assert 'style="width:25.000%' in ribbon and 'data-seek="30.00"' in ribbon
+    linked = views.answer_markdown("Clips at [01:05] and [frame 00:10-00:20]; not [cvs-overview].")
+    assert '<a class="seek" href="#t=65.00">[01:05]</a>' in linked
+    assert 'href="#t=10.00"' in linked and "[cvs-overview]" in linked
+    assert "No phases" in views.phase_ribbon([], duration=10.0, vocabulary=[])
+
+
+def test_token_protects_a_shared_server(tmp_path: Path) -> None:
+    server = ReviewServer(get_settings(knowledge={"enabled": False}))
+    page = server.build()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = server.launch_options("s3cret")
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, **options)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/config").status_code == 401
+        with httpx.Client() as client:
+            wrong = client.post(f"{base}/login", data={"username": "u", "password": "nope"})
+            assert wrong.status_code == 400
+            right = client.post(f"{base}/login", data={"username": "u", "password": "s3cret"})
+            assert right.status_code == 200
+            assert client.get(f"{base}/config").status_code == 200
+    finally:
+        page.close()
