@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools.base import format_time
 from ui import views
 from ui.store import VIDEO_SUFFIXES, SessionIndex, store_upload
 
@@ -223,7 +224,7 @@ def key_frames(server: ReviewServer, thread_id: str) -> list[tuple[Any, str]]:
             if not path or not Path(path).exists():
                 continue
             boxes = [(d["name"], tuple(d["box_norm"])) for d in frame.get("detections") or []]
-            caption = f"[{views._clock(frame.get('time', 0.0))}] " + ", ".join(b[0] for b in boxes)
+            caption = f"[{format_time(frame.get('time', 0.0))}] " + ", ".join(b[0] for b in boxes)
             frames.append((views.draw_boxes(Path(path), boxes), caption.strip()))
     return frames[:12]
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools.base import format_time, parse_time
+
 if TYPE_CHECKING:
     from agent.api import AnswerResult
 
@@ -74,23 +76,6 @@ _TIMESTAMP = re.compile(
 )
 
 
-def _seconds(clock: str) -> float:
-    total = 0.0
-    for part in clock.split(":"):
-        total = total * 60 + float(part)
-    return total
-
-
-def _clock(seconds: float) -> str:
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
-    return (
-        f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-        if hours
-        else f"{rest // 60:02d}:{rest % 60:02d}"
-    )
-
-
 def colour(index: int) -> str:
     """The colour of label ``index``."""
     return PALETTE[index % len(PALETTE)]
@@ -105,7 +90,7 @@ def phase_ribbon(segments: Sequence[Any], *, duration: float, vocabulary: Sequen
         width = max(0.0, (segment.end - segment.start) / duration * 100)
         index = list(vocabulary).index(segment.phase) if segment.phase in vocabulary else 0
         title = (
-            f"{segment.phase} {_clock(segment.start)}-{_clock(segment.end)} "
+            f"{segment.phase} {format_time(segment.start)}-{format_time(segment.end)} "
             f"(confidence {segment.confidence:.2f})"
         )
         label = html.escape(segment.phase) if width > 12 else ""
@@ -127,7 +112,7 @@ def instrument_timeline(timeline: Any, *, duration: float) -> str:
         for interval in timeline.intervals_of(name):
             left = interval.start / duration * 100
             width = max(0.4, (interval.end - interval.start) / duration * 100)
-            title = f"{name} {_clock(interval.start)}-{_clock(interval.end)}"
+            title = f"{name} {format_time(interval.start)}-{format_time(interval.end)}"
             bars.append(
                 f'<div class="bar" style="left:{left:.3f}%;width:{width:.3f}%;'
                 f'background:{colour(index)}" data-seek="{interval.best_time:.2f}" '
@@ -147,7 +132,7 @@ def answer_markdown(text: str) -> str:
     """The answer with every ``[mm:ss]`` (or span, or frame reference) made a seek link."""
 
     def link(match: re.Match[str]) -> str:
-        start = _seconds(match.group(1))
+        start = parse_time(match.group(1))
         return f'<a class="seek" href="#t={start:.2f}">{html.escape(match.group(0))}</a>'
 
     return _TIMESTAMP.sub(link, text)
@@ -163,8 +148,8 @@ def evidence_html(result: AnswerResult | None) -> str:
             continue
         when = ""
         if item.time is not None:
-            label = _clock(item.time) + (f"-{_clock(item.end)}" if item.end is not None else "")
-            when = f'<span class="seek" data-seek="{item.time:.2f}">[{label}]</span> '
+            label = html.escape(item.label())
+            when = f'<span class="seek" data-seek="{item.time:.2f}">{label}</span> '
         items.append(f"<li>{when}<b>{html.escape(item.tool)}</b>: {html.escape(item.summary)}</li>")
     return f"<ul>{''.join(items)}</ul>" if items else '<div class="unavailable">No evidence.</div>'
 
