@@ -18,8 +18,8 @@ the same ``where``, and the embedding alone. The variants run interleaved per qu
 rotating order, after a warm-up; p50 and p95 are reported, and ours / raw must be <= 1.2
 for both (exit 1 otherwise).
 
-On a 2-core CPU the model embeds about 35-40 chunks/s, so the default run (10,000 chunks,
-two embedding passes) takes about 10 minutes; ``--chunks 2000`` takes about 3.
+On a 2-core CPU the model embeds only about 30-40 chunks/s, so the default run (10,000
+chunks, two embedding passes) takes about 13 minutes there; ``--chunks 1000`` about 1.5.
 
     python bench/retrieval.py                              # 10,000 chunks, 200 queries
     python bench/retrieval.py --chunks 1000 --queries 50 --json
@@ -482,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--keep", help="build the stores in this folder and keep them")
     args = parser.parse_args(argv)
+    if args.chunks < args.k or args.queries < 2 or args.k < 1:
+        parser.error("need --k >= 1, --chunks >= --k and --queries >= 2")
 
     if args.keep:
         root = Path(args.keep).expanduser().resolve()

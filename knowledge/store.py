@@ -50,7 +50,8 @@ COLLECTION = "passages"
 # Candidates each ranker contributes before fusion, and the fusion constant (Cormack 2009).
 CANDIDATES = 30
 RRF_K = 60
-_BATCH = 256  # passages embedded and written per step
+_EMBED_BATCH = 256  # passages embedded per step (one progress report each)
+_WRITE_BATCH = 4096  # passages per chromadb write (its maximum is about 5,400)
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -115,6 +116,10 @@ class _View:
     metadatas: list[dict[str, Any]]
     keyword: KeywordIndex
     row: dict[str, int]
+    topics: Any  # np.ndarray of str, one per row: filters without a Python loop
+    sources: Any
+    topic_names: list[str]  # sorted, distinct
+    source_names: list[str]
 
     def passage(self, row: int) -> Passage:
         return Passage.from_metadata(self.texts[row], self.metadatas[row])
@@ -371,18 +376,28 @@ class KnowledgeStore:
     def _write(
         self, collection: Any, passages: Sequence[Passage], progress: Progress | None
     ) -> None:
+        """Embed ``passages`` (progress per `_EMBED_BATCH`) and add them in large writes.
+
+        chromadb's ``add`` has a high fixed cost per call, so vectors are gathered and
+        written `_WRITE_BATCH` at a time (below chromadb's own maximum batch size).
+        """
+        import numpy as np
+
         total = len(passages)
-        for start in range(0, total, _BATCH):
-            batch = passages[start : start + _BATCH]
-            vectors = self.embedder.embed([_embedding_text(p) for p in batch])
+        for start in range(0, total, _WRITE_BATCH):
+            chunk = passages[start : start + _WRITE_BATCH]
+            vectors = []
+            for offset in range(0, len(chunk), _EMBED_BATCH):
+                batch = chunk[offset : offset + _EMBED_BATCH]
+                vectors.append(self.embedder.embed([_embedding_text(p) for p in batch]))
+                if progress:
+                    progress(start + offset + len(batch), total)
             collection.add(
-                ids=[p.id for p in batch],
-                embeddings=vectors,
-                documents=[p.text for p in batch],
-                metadatas=[p.metadata() for p in batch],
+                ids=[p.id for p in chunk],
+                embeddings=np.concatenate(vectors),
+                documents=[p.text for p in chunk],
+                metadatas=[p.metadata() for p in chunk],
             )
-            if progress:
-                progress(min(start + _BATCH, total), total)
 
     def _publish(self, manifest: Manifest, old: Manifest | None) -> None:
         """Switch readers to ``manifest`` atomically, then drop generations before ``old``."""
@@ -419,6 +434,8 @@ class KnowledgeStore:
         )
 
     def _open(self, generation: int) -> _View:
+        import numpy as np
+
         collection = self._client(generation).get_collection(
             COLLECTION, embedding_function=self.embedder.chroma_function()
         )
@@ -430,7 +447,21 @@ class KnowledgeStore:
         )
         ids = list(data["ids"])
         row = {pid: k for k, pid in enumerate(ids)}
-        return _View(generation, collection, ids, texts, metadatas, keyword, row)
+        topics = np.array([m["topic"] for m in metadatas], dtype=str)
+        sources = np.array([m["source"] for m in metadatas], dtype=str)
+        return _View(
+            generation,
+            collection,
+            ids,
+            texts,
+            metadatas,
+            keyword,
+            row,
+            topics,
+            sources,
+            sorted(set(topics.tolist())),
+            sorted(set(sources.tolist())),
+        )
 
     def _current_view(self) -> _View:
         """The published generation, reopened when a writer has switched it.
@@ -477,13 +508,9 @@ class KnowledgeStore:
             KnowledgeError: For an unknown topic or source (the message lists the options),
                 or a store that is not built.
         """
-        import numpy as np
-
         view = self._current_view()
         where = _where(view, topic, source)
-        allowed = None
-        if where is not None:
-            allowed = np.array([_matches(m, where) for m in view.metadatas])
+        allowed = None if where is None else _allowed(view, where)
         vector = self.embedder.embed([query])
         result = view.collection.query(
             query_embeddings=vector,
@@ -549,7 +576,7 @@ def _where(view: _View, topic: str | None, source: str | None) -> dict[str, Any]
     """
     conditions: dict[str, Any] = {}
     if topic is not None:
-        topics = sorted({m["topic"] for m in view.metadatas})
+        topics = view.topic_names
         wanted = topic.strip().lower()
         if wanted not in topics:
             close = difflib.get_close_matches(wanted, topics, n=1)
@@ -557,7 +584,7 @@ def _where(view: _View, topic: str | None, source: str | None) -> dict[str, Any]
             raise UnknownNameError(f"no topic {topic!r}.{hint} Topics: {', '.join(topics)}.")
         conditions["topic"] = {"topic": wanted}
     if source is not None:
-        sources = sorted({m["source"] for m in view.metadatas})
+        sources = view.source_names
         needle = source.strip().lower()
         matching = [s for s in sources if needle in s.lower()]
         if not matching:
@@ -575,13 +602,18 @@ def _chroma_where(where: dict[str, Any] | None) -> dict[str, Any] | None:
     return conditions[0] if len(conditions) == 1 else {"$and": conditions}
 
 
-def _matches(metadata: dict[str, Any], where: dict[str, Any]) -> bool:
-    """Whether ``metadata`` meets the conditions `_where` built (for the keyword ranker)."""
+def _allowed(view: _View, where: dict[str, Any]) -> Any:
+    """Rows that meet the conditions `_where` built, as a boolean mask (for BM25)."""
+    import numpy as np
+
+    allowed = np.ones(len(view.ids), dtype=bool)
     topic = where.get("topic")
-    if topic is not None and metadata["topic"] != topic["topic"]:
-        return False
+    if topic is not None:
+        allowed &= view.topics == topic["topic"]
     source = where.get("source")
-    return source is None or metadata["source"] in source["source"]["$in"]
+    if source is not None:
+        allowed &= np.isin(view.sources, source["source"]["$in"])
+    return allowed
 
 
 def _release(folder: Path) -> None:
