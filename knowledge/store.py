@@ -26,18 +26,23 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
+from knowledge._view import StoreView, allowed_rows, chroma_where, where_conditions
 from knowledge.documents import document_id, read_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import DocumentError, KnowledgeError, UnknownNameError
 from knowledge.keyword import KeywordIndex
 from knowledge.passages import Passage, corpus_version, load_corpus
+from knowledge.records import (
+    AddReport,
+    DocumentRecord,
+    Hit,
+    Manifest,
+    now,
+    recovered_documents,
+)
 
 if TYPE_CHECKING:
     pass
@@ -54,79 +59,6 @@ _EMBED_BATCH = 256  # passages embedded per step (one progress report each)
 _WRITE_BATCH = 4096  # passages per chromadb write (its maximum is about 5,400)
 
 Progress = Callable[[int, int], None]  # (done, total)
-
-
-class DocumentRecord(BaseModel):
-    """A user document in the store."""
-
-    id: str
-    path: str
-    name: str
-    sha256: str
-    chunks: list[str]
-    added: str
-
-
-class Manifest(BaseModel):
-    """What the current generation holds and what built it."""
-
-    generation: int
-    embedding_model: str
-    corpus_version: str
-    passages: int
-    documents: dict[str, DocumentRecord] = Field(default_factory=dict)
-    built: str = ""
-
-
-class Hit(BaseModel):
-    """One search result.
-
-    Attributes:
-        passage: The passage and its source.
-        score: Fused rank score (higher is better; comparable within one search only).
-        rank: 1 for the best hit.
-        dense: Cosine similarity to the query, where the dense ranker found it.
-        keyword: BM25 score, where the keyword ranker found it.
-    """
-
-    passage: Passage
-    score: float
-    rank: int
-    dense: float | None = None
-    keyword: float | None = None
-
-
-class AddReport(BaseModel):
-    """What `KnowledgeStore.add_documents` did, per file."""
-
-    added: dict[str, int] = Field(default_factory=dict)  # path -> chunks
-    replaced: dict[str, int] = Field(default_factory=dict)
-    unchanged: list[str] = Field(default_factory=list)
-    failed: dict[str, str] = Field(default_factory=dict)  # path -> why
-
-
-@dataclass
-class _View:
-    """One generation opened for reading: its collection and an in-memory keyword index."""
-
-    generation: int
-    collection: Any
-    ids: list[str]
-    texts: list[str]
-    metadatas: list[dict[str, Any]]
-    keyword: KeywordIndex
-    row: dict[str, int]
-    topics: Any  # np.ndarray of str, one per row: filters without a Python loop
-    sources: Any
-    topic_names: list[str]  # sorted, distinct
-    source_names: list[str]
-
-    def passage(self, row: int) -> Passage:
-        return Passage.from_metadata(self.texts[row], self.metadatas[row])
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _sha256(path: Path) -> str:
@@ -151,7 +83,7 @@ class KnowledgeStore:
         self.root = Path(root)
         self.embedder = embedder or Embedder()
         self._corpus = list(corpus) if corpus is not None else None
-        self._view: _View | None = None
+        self._view: StoreView | None = None
         self._view_signature: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
@@ -268,7 +200,7 @@ class KnowledgeStore:
                     name=path.name,
                     sha256=digest,
                     chunks=[c.id for c in chunks],
-                    added=_now(),
+                    added=now(),
                 )
             if report.added or report.replaced:
                 self._publish_change(manifest, records, new, remove, progress)
@@ -329,7 +261,7 @@ class KnowledgeStore:
         if source is not None:
             view = self._open(source)
             user = [view.passage(r) for r, m in enumerate(view.metadatas) if m["origin"] == "user"]
-        documents = old.documents if old else _recovered_documents(user)
+        documents = old.documents if old else recovered_documents(user)
         passages = [*self.corpus, *user]
         generation = max([0, *on_disk]) + 1
         collection = self._client(generation).create_collection(
@@ -344,7 +276,7 @@ class KnowledgeStore:
             corpus_version=corpus_version(self.corpus),
             passages=len(passages),
             documents=documents,
-            built=_now(),
+            built=now(),
         )
         self._publish(manifest, old)
         return manifest
@@ -433,7 +365,7 @@ class KnowledgeStore:
             str(folder), settings=ChromaSettings(anonymized_telemetry=False)
         )
 
-    def _open(self, generation: int) -> _View:
+    def _open(self, generation: int) -> StoreView:
         import numpy as np
 
         collection = self._client(generation).get_collection(
@@ -449,7 +381,7 @@ class KnowledgeStore:
         row = {pid: k for k, pid in enumerate(ids)}
         topics = np.array([m["topic"] for m in metadatas], dtype=str)
         sources = np.array([m["source"] for m in metadatas], dtype=str)
-        return _View(
+        return StoreView(
             generation,
             collection,
             ids,
@@ -463,7 +395,7 @@ class KnowledgeStore:
             sorted(set(sources.tolist())),
         )
 
-    def _current_view(self) -> _View:
+    def _current_view(self) -> StoreView:
         """The published generation, reopened when a writer has switched it.
 
         A publish replaces ``manifest.json`` (a new inode), so comparing its stat is enough
@@ -509,13 +441,13 @@ class KnowledgeStore:
                 or a store that is not built.
         """
         view = self._current_view()
-        where = _where(view, topic, source)
-        allowed = None if where is None else _allowed(view, where)
+        where = where_conditions(view, topic, source)
+        allowed = None if where is None else allowed_rows(view, where)
         vector = self.embedder.embed([query])
         result = view.collection.query(
             query_embeddings=vector,
             n_results=min(CANDIDATES, len(view.ids)),
-            where=_chroma_where(where),
+            where=chroma_where(where),
             include=["distances"],
         )
         dense = [
@@ -541,79 +473,10 @@ class KnowledgeStore:
         ]
 
 
-def _recovered_documents(passages: Sequence[Passage]) -> dict[str, DocumentRecord]:
-    """Document records rebuilt from their chunks (when the manifest that held them is lost).
-
-    The content hash is unknown, so adding such a file again replaces its chunks.
-    """
-    records: dict[str, DocumentRecord] = {}
-    for passage in passages:
-        doc = passage.id.rsplit("-", 1)[0]
-        if doc not in records:
-            records[doc] = DocumentRecord(
-                id=doc,
-                path=passage.document,
-                name=passage.source,
-                sha256="",
-                chunks=[],
-                added=_now(),
-            )
-        records[doc].chunks.append(passage.id)
-    return records
-
-
 def _embedding_text(passage: Passage) -> str:
     """What is embedded: the title and section give short passages their context."""
     head = " - ".join(part for part in (passage.title, passage.section) if part)
     return f"{head}\n{passage.text}" if head else passage.text
-
-
-def _where(view: _View, topic: str | None, source: str | None) -> dict[str, Any] | None:
-    """Metadata conditions for the filters, keyed by field; None without filters.
-
-    Raises:
-        KnowledgeError: If nothing has the topic or source (naming the options).
-    """
-    conditions: dict[str, Any] = {}
-    if topic is not None:
-        topics = view.topic_names
-        wanted = topic.strip().lower()
-        if wanted not in topics:
-            close = difflib.get_close_matches(wanted, topics, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(f"no topic {topic!r}.{hint} Topics: {', '.join(topics)}.")
-        conditions["topic"] = {"topic": wanted}
-    if source is not None:
-        sources = view.source_names
-        needle = source.strip().lower()
-        matching = [s for s in sources if needle in s.lower()]
-        if not matching:
-            raise UnknownNameError(
-                f"no source matches {source!r}. Sources include: {'; '.join(sources[:12])}."
-            )
-        conditions["source"] = {"source": {"$in": matching}}
-    return conditions or None
-
-
-def _chroma_where(where: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not where:
-        return None
-    conditions = list(where.values())
-    return conditions[0] if len(conditions) == 1 else {"$and": conditions}
-
-
-def _allowed(view: _View, where: dict[str, Any]) -> Any:
-    """Rows that meet the conditions `_where` built, as a boolean mask (for BM25)."""
-    import numpy as np
-
-    allowed = np.ones(len(view.ids), dtype=bool)
-    topic = where.get("topic")
-    if topic is not None:
-        allowed &= view.topics == topic["topic"]
-    source = where.get("source")
-    if source is not None:
-        allowed &= np.isin(view.sources, source["source"]["$in"])
-    return allowed
 
 
 def _release(folder: Path) -> None:
