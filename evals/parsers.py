@@ -39,21 +39,11 @@ from tools.vocabulary import (
     CHOLECT50_INSTRUMENTS,
     CHOLECT50_TARGETS,
     CHOLECT50_VERBS,
+    SAR_RARP50_ACTIONS,
 )
 
-__all__ = ["PARSERS", "SAR_RARP50_ACTIONS", "gold_value", "parse_answer", "task_vocabulary"]
+__all__ = ["PARSERS", "gold_value", "parse_answer", "task_vocabulary"]
 
-# SAR-RARP50 (Psychogyios et al. 2023) action classes 0-7, as the dataset names them.
-SAR_RARP50_ACTIONS = (
-    "Other",
-    "Picking-up the needle",
-    "Positioning the needle tip",
-    "Pushing the needle through the tissue",
-    "Pulling the needle out of the tissue",
-    "Tying a knot",
-    "Cutting the suture",
-    "Returning/dropping the needle",
-)
 
 # Canonical (normalised) label form -> regexes over normalised text that mean the same.
 _PHASE_SYNONYMS = {

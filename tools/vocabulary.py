@@ -3,6 +3,7 @@
 Cholec80 (Twinanda et al., EndoNet, IEEE TMI 2017): seven phases and seven tools.
 CholecT50 (Nwoye et al., Rendezvous, MedIA 2022): instruments, verbs and targets of the
 action triplets, in the order of the dataset's label JSON.
+SAR-RARP50 (Psychogyios et al. 2023): the eight action classes of its suturing gestures.
 
     CHOLEC80_PHASES[2]  # "ClippingCutting"
 """
@@ -17,6 +18,7 @@ __all__ = [
     "CHOLECT50_VERBS",
     "CVS_CRITERIA",
     "GRID_CELLS",
+    "SAR_RARP50_ACTIONS",
 ]
 
 CHOLEC80_PHASES = (
@@ -60,6 +62,18 @@ CHOLECT50_TARGETS = (
     "gut",
     "specimen_bag",
     "null_target",
+)
+
+# SAR-RARP50 action classes 0-7, as the dataset names them.
+SAR_RARP50_ACTIONS = (
+    "Other",
+    "Picking-up the needle",
+    "Positioning the needle tip",
+    "Pushing the needle through the tissue",
+    "Pulling the needle out of the tissue",
+    "Tying a knot",
+    "Cutting the suture",
+    "Returning/dropping the needle",
 )
 
 # Strasberg's critical view of safety, as scored in Endoscapes2023.

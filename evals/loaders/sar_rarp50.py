@@ -33,19 +33,9 @@ from evals.loaders._base import (
     time_tag,
 )
 from evals.records import Media, TaskRecord
+from tools.vocabulary import SAR_RARP50_ACTIONS
 
-__all__ = ["SAR_RARP50_ACTIONS", "SarRarp50Loader", "read_action_file"]
-
-SAR_RARP50_ACTIONS = (
-    "Other",
-    "Picking-up the needle",
-    "Positioning the needle tip",
-    "Pushing the needle through the tissue",
-    "Pulling the needle out of the tissue",
-    "Tying a knot",
-    "Cutting the suture",
-    "Returning/dropping the needle",
-)
+__all__ = ["SarRarp50Loader", "read_action_file"]
 
 
 def read_action_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
