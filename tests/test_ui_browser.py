@@ -220,3 +220,37 @@ def test_review_session_in_a_browser(engines: dict, browser: Any, tmp_path: Path
             page.screenshot(path=str(ARTIFACTS / "ui-after-restart.png"), full_page=True)
         finally:
             server.stop()
+
+
+def test_down_model_and_bad_upload_show_banners(browser: Any, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {
+        "SURGAGENT_DATA_DIR": str(tmp_path / "data"),
+        "SURGAGENT_PLANNER__BACKEND": "openai",
+        "SURGAGENT_PLANNER__BASE_URL": "http://127.0.0.1:9/v1",
+        "SURGAGENT_PLANNER__MAX_RETRIES": "0",
+        "SURGAGENT_KNOWLEDGE__ENABLED": "false",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    server = Server(env, free_port())
+    server.start()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server.url)
+        banner = page.locator("#banner [role=alert]")
+        banner.wait_for(timeout=60_000)
+        assert "planner model is not available" in banner.inner_text()
+        assert "127.0.0.1:9" in banner.inner_text()
+        status = page.locator("#tools").inner_text()
+        assert "phase segmenter: unavailable" in status and "frames: available" in status
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(os.urandom(4096))
+        page.locator("#upload input[type=file]").set_input_files(str(broken))
+        refused = page.locator("#banner").get_by_text("Upload refused")
+        refused.wait_for(timeout=60_000)
+        assert "broken.mp4 is not a readable video" in refused.inner_text()
+        assert str(tmp_path) not in refused.inner_text()  # no server paths shown
+        page.screenshot(path=str(ARTIFACTS / "ui-banners.png"), full_page=True)
+        assert not list((tmp_path / "data" / "uploads").glob("*/*"))
+    finally:
+        server.stop()

@@ -112,9 +112,10 @@ class ReviewServer:
         stored = store_upload(Path(temporary), self.uploads, max_mb=self.max_upload_mb)
         try:
             self.open(stored)  # decodes it now: a corrupt file is refused at once
-        except CaseError:
+        except CaseError as error:
             shutil.rmtree(stored.parent, ignore_errors=True)
-            raise
+            # The message names the file as the visitor knows it, not where the server kept it.
+            raise CaseError(str(error).replace(str(stored), stored.name)) from error
         return stored
 
     def known_cases(self) -> list[tuple[str, str]]:
