@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from evals.phase_metrics import Variant, evaluate_videos, resample_labels
+from evals.phase_files import score_cholec80_dirs
 
 if TYPE_CHECKING:
     from evals.records import TaskRecord
@@ -298,89 +298,6 @@ def triplet_map(targets: Any, predictions: Any) -> dict[str, Any]:
         out[f"AP_{component}"] = ap
         out[f"mAP_{component}"] = 100.0 * _mean(ap)
     return out
-
-
-def _phase_files(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise ValueError(f"no such folder: {folder}")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.glob("*.txt")):
-        name = re.sub(r"([-_](phase|pred|preds|prediction|predictions))+$", "", path.stem)
-        if name in files:
-            raise ValueError(f"{files[name].name} and {path.name} in {folder} are both {name}")
-        files[name] = path
-    if not files:
-        raise ValueError(f"no phase files (*.txt) in {folder}")
-    return files
-
-
-def score_cholec80_dirs(
-    gold_dir: Path | str,
-    pred_dir: Path | str,
-    *,
-    variant: Variant = "matlab",
-    phases: Sequence[str] | None = None,
-    fps: float = 1.0,
-    video_fps: float = 25.0,
-) -> dict[str, Any]:
-    """Video-level Cholec80 phase metrics from two folders of Cholec80-format phase files.
-
-    Files pair by video name (``video41-phase.txt``, ``video41_pred.txt`` and ``video41.txt``
-    are all ``video41``); either side may be at 25 fps or any constant step, both are taken at
-    ``fps`` and scored by `evals.phase_metrics.evaluate_videos`.
-
-    Args:
-        gold_dir: Ground-truth phase files.
-        pred_dir: Predicted phase files.
-        variant: ``matlab``, ``intended`` or ``strict`` (named in the result).
-        phases: Phase names in label order; Cholec80's seven where None.
-        fps: The rate both are scored at (1 in the Cholec80 protocol).
-        video_fps: The frame rate the files' frame numbers count.
-
-    Returns:
-        ``variant``, ``videos`` (names), ``accuracy``, ``precision``, ``recall``, ``jaccard``
-        (percent) with ``*_std``, ``per_phase`` and ``phases``.
-
-    Raises:
-        ValueError: If a video lacks a prediction or ground truth (named), or the two cover
-            different lengths.
-        CaseError: If a file cannot be read (from `tools.phase_data`).
-    """
-    from tools.phase_data import check_vocabulary, read_cholec80_phase_file
-
-    names = check_vocabulary(phases)
-    gold_files, pred_files = _phase_files(Path(gold_dir)), _phase_files(Path(pred_dir))
-    missing = sorted(set(gold_files) - set(pred_files))
-    if missing:
-        raise ValueError(f"{pred_dir} has no prediction for {', '.join(missing)}")
-    extra = sorted(set(pred_files) - set(gold_files))
-    if extra:
-        raise ValueError(f"{gold_dir} has no ground truth for {', '.join(extra)} (in {pred_dir})")
-    videos = {}
-    for name in sorted(gold_files):
-        gold, gold_fps = read_cholec80_phase_file(gold_files[name], names, video_fps=video_fps)
-        pred, pred_fps = read_cholec80_phase_file(pred_files[name], names, video_fps=video_fps)
-        gold, pred = resample_labels(gold, gold_fps, fps), resample_labels(pred, pred_fps, fps)
-        if len(gold) != len(pred):
-            raise ValueError(
-                f"{name}: the ground truth covers {len(gold)} samples at {fps:g} fps but the "
-                f"prediction {len(pred)}; predict every frame of the video"
-            )
-        videos[name] = (gold, pred)
-    result = evaluate_videos(videos, phases=names, fps=fps, variant=variant).to_dict()
-    keys = ("accuracy", "precision", "recall", "jaccard")
-    return {
-        "variant": result["variant"],
-        "videos": sorted(videos),
-        **{k: result[k] for key in keys for k in (key, f"{key}_std")},
-        "per_phase": {
-            phase: {key: result[f"{key}_per_phase"][p] for key in keys[1:]}
-            for p, phase in enumerate(names)
-        },
-        "phases": names,
-        "fps": fps,
-        "relaxation_s": result["relaxation_s"],
-    }
 
 
 def _gold(item: TaskRecord) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -204,51 +204,6 @@ def predict(
     console.print(table)
 
 
-def _name(path: Path) -> str:
-    return path.stem.removesuffix("-phase").removesuffix("_phase")
-
-
-def _phase_files(folder: Path, what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise UserError(f"no such folder for --{what}: {folder}; check the path.")
-    files = {_name(p): p for p in sorted(folder.glob("*.txt"))}
-    if not files:
-        raise UserError(f"{folder} holds no .txt phase files (Cholec80 format) for --{what}.")
-    return files
-
-
-def _pairs(
-    gold_dir: Path, pred_dir: Path, vocabulary: list[str], fps: float, video_fps: float
-) -> dict[str, tuple[Any, Any]]:
-    from evals.phase_metrics import resample_labels
-    from tools.phase_data import read_cholec80_phase_file
-
-    gold, pred = _phase_files(gold_dir, "gold"), _phase_files(pred_dir, "pred")
-    missing = sorted(set(gold) - set(pred))
-    if missing:
-        raise UserError(
-            f"{len(missing)} of {len(gold)} gold videos have no prediction in {pred_dir} "
-            f"(e.g. {', '.join(missing[:3])}); predict them all, or point --gold at a folder "
-            "holding only the videos to score."
-        )
-    pairs = {}
-    slack = max(2, round(2 * fps))  # frame-count rounding at either end
-    for name, gold_path in gold.items():
-        arrays = []
-        for path in (gold_path, pred[name]):
-            labels, rate = read_cholec80_phase_file(path, vocabulary, video_fps=video_fps)
-            arrays.append(resample_labels(labels, rate, fps))
-        g, p = arrays
-        if abs(len(g) - len(p)) > slack:
-            raise UserError(
-                f"{name}: the gold labels cover {len(g) / fps:.0f} s but the prediction "
-                f"{len(p) / fps:.0f} s; were they made for the same video?"
-            )
-        size = min(len(g), len(p))
-        pairs[name] = (g[:size], p[:size])
-    return pairs
-
-
 @app.command("eval")
 def evaluate(
     gold: Annotated[Path, typer.Option("--gold", help="Folder of ground-truth phase files.")],
@@ -264,17 +219,14 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Score predicted phase files against ground truth (Cholec80 metrics, files by video)."""
+    from evals.phase_files import read_phase_pairs
     from evals.phase_metrics import evaluate_videos
     from tools.phase_data import check_vocabulary
 
     vocabulary = check_vocabulary(_vocabulary(phases))
     try:
-        result = evaluate_videos(
-            _pairs(gold, pred, vocabulary, fps, video_fps),
-            phases=vocabulary,
-            fps=fps,
-            variant=variant.value,
-        )
+        pairs = read_phase_pairs(gold, pred, vocabulary, fps=fps, video_fps=video_fps)
+        result = evaluate_videos(pairs, phases=vocabulary, fps=fps, variant=variant.value)
     except ValueError as exc:
         raise UserError(f"cannot score these files: {exc}") from exc
     if as_json:
