@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._table import print_table  # noqa: E402 (after the path is set)
 from knowledge.embeddings import Embedder  # noqa: E402
 from knowledge.passages import Passage  # noqa: E402
 from knowledge.store import KnowledgeStore, _embedding_text  # noqa: E402
@@ -462,17 +463,6 @@ def query_section(store: KnowledgeStore, questions: list[str], k: int) -> list[R
     return rows
 
 
-# -- output ----------------------------------------------------------------------------------
-
-
-def _print_table(rows: list[Row]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    widths = {c: max(len(c), *(len(str(row.get(c, ""))) for row in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Build, query, print a table (or JSON); exit 1 if the latency ratio target is missed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -498,11 +488,11 @@ def main(argv: list[str] | None = None) -> int:
         embedder = Embedder()
         ingest, store = ingest_section(root, embedder, passages)
         if not args.json:
-            _print_table(ingest)
+            print_table(ingest)
             print()
         query = query_section(store, questions, args.k)
         if not args.json:
-            _print_table(query)
+            print_table(query)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -33,6 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._table import print_table  # noqa: E402 (after the path is set)
+
 TARGET_RATIO = 1.15
 PHASE_TARGET_S = 2.0
 FRAME_SIZE = (854, 480)
@@ -188,14 +190,6 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
 }
 
 
-def _print_table(rows: list[Row]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    widths = {c: max(len(c), *(len(str(row.get(c, ""))) for row in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections, print a table (or JSON); exit 1 if a row misses its target."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -214,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         section = SECTIONS[name](args)
         rows += section
         if not args.json:
-            _print_table(section)
+            print_table(section)
             print()
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -81,9 +81,8 @@ class Engines:
     segmenter: PhaseSegmenter
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory, tiny_detector: TinyDetector) -> Engines:
-    root = tmp_path_factory.mktemp("chain")
+def train_chain_segmenter(root: Path, cache: CaseCache) -> Path:
+    """Train the bordered-phase segmenter on the `TRAIN` videos under ``root`` (~4 s)."""
     for k, durations in enumerate(TRAIN, start=1):
         make_case(
             root / "videos" / f"video{k:02d}.mp4",
@@ -91,10 +90,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory, tiny_detector: TinyDetecto
             durations,
             seed=k,
         )
-    case_video = root / "case" / "lapchole.mp4"
-    make_case(case_video, root / "case" / "gold-phase.txt", CASE, seed=7)
-    cache = CaseCache(root / "cache")
-    checkpoint = train_segmenter(
+    return train_segmenter(
         root / "videos",
         root / "annotations",
         out=root / "phase.pt",
@@ -105,6 +101,15 @@ def engines(tmp_path_factory: pytest.TempPathFactory, tiny_detector: TinyDetecto
         head=HeadConfig(stages=2, layers=6, channels=32),
         lr=5e-3,
     )
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory, tiny_detector: TinyDetector) -> Engines:
+    root = tmp_path_factory.mktemp("chain")
+    cache = CaseCache(root / "cache")
+    checkpoint = train_chain_segmenter(root, cache)
+    case_video = root / "case" / "lapchole.mp4"
+    make_case(case_video, root / "case" / "gold-phase.txt", CASE, seed=7)
     return Engines(
         case_video,
         cache,

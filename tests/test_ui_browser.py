@@ -25,10 +25,8 @@ import pytest
 
 from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
 from tests.fixtures.engines import TinyDetector
-from tests.test_tool_chain import CASE, PHASES, TRAIN, make_case
+from tests.test_tool_chain import CASE, PHASES, make_case, train_chain_segmenter
 from tools.cache import CaseCache
-from tools.phase_data import train_segmenter
-from tools.phase_model import HeadConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -70,24 +68,7 @@ def planner(request: dict[str, Any]) -> ScriptedReply:
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory, tiny_detector: TinyDetector) -> dict:
     root = tmp_path_factory.mktemp("ui")
-    for k, durations in enumerate(TRAIN, start=1):
-        make_case(
-            root / "videos" / f"video{k:02d}.mp4",
-            root / "annotations" / f"video{k:02d}-phase.txt",
-            durations,
-            seed=k,
-        )
-    checkpoint = train_segmenter(
-        root / "videos",
-        root / "annotations",
-        out=root / "phase.pt",
-        epochs=30,
-        vocabulary=PHASES,
-        cache=CaseCache(root / "cache"),
-        image_size=64,
-        head=HeadConfig(stages=2, layers=6, channels=32),
-        lr=5e-3,
-    )
+    checkpoint = train_chain_segmenter(root, CaseCache(root / "cache"))
     video = root / "upload" / "lapchole_review.mp4"
     make_case(video, root / "upload" / "gold.txt", CASE, seed=7)
     return {"phase": checkpoint, "detector": tiny_detector.weights, "video": video}
