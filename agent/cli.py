@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agent.commands._shared import case_cache, emit_json, err_console, progress_bar
+from agent.commands._shared import JsonOpt, case_cache, emit_json, err_console, progress_bar
 from agent.commands.detector import app as detector_app
 from agent.commands.eval import app as eval_app
 from agent.commands.knowledge import app as knowledge_app
@@ -56,7 +56,6 @@ app.add_typer(
 _state: dict[str, Any] = {"debug": False}
 
 CaseArg = Annotated[str, typer.Argument(help="A video file, a frame folder or an indexed case id.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 BackendOpt = Annotated[
     str | None, typer.Option("--backend", help="Planner backend: openai, transformers, vllm.")
 ]

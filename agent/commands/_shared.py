@@ -1,5 +1,7 @@
 """Pieces every ``surgagent`` command uses: the case cache, JSON output, a progress bar.
 
+Also the option types several commands share (``--json``, the Cholec80 metric variant).
+
 with progress_bar(not as_json, f"indexing {case.id}") as report:
 index_case(case, cache, progress=report)
 """
@@ -9,17 +11,36 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
 
+import typer
 from pydantic import BaseModel
 from rich.console import Console
 
 if TYPE_CHECKING:
     from tools.cache import CaseCache
 
-__all__ = ["case_cache", "emit_json", "err_console", "progress_bar"]
+__all__ = [
+    "JsonOpt",
+    "VariantChoice",
+    "case_cache",
+    "emit_json",
+    "err_console",
+    "progress_bar",
+]
 
 err_console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+class VariantChoice(StrEnum):
+    """How the Cholec80 relaxed boundary is applied (see evals.phase_metrics)."""
+
+    matlab = "matlab"
+    intended = "intended"
+    strict = "strict"
 
 
 def case_cache() -> CaseCache:

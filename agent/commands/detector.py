@@ -18,7 +18,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
-from agent.commands._shared import case_cache, emit_json, progress_bar
+from agent.commands._shared import JsonOpt, case_cache, emit_json, progress_bar
 
 if TYPE_CHECKING:
     from tools.detector import InstrumentDetector
@@ -61,7 +61,6 @@ class TrainSummary(BaseModel):
 
 CaseArg = Annotated[str, typer.Argument(help="A video file, a frame folder or a case id.")]
 WeightsOpt = Annotated[Path, typer.Option("--weights", help="YOLO .pt weights (from `train`).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]
 ImgszOpt = Annotated[int, typer.Option(help="Image size in pixels (a multiple of 32).")]
 ConfOpt = Annotated[float, typer.Option(help="Drop detections below this confidence.")]

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from agent.commands._shared import emit_json, err_console, progress_bar
+from agent.commands._shared import JsonOpt, VariantChoice, emit_json, err_console, progress_bar
 from agent.errors import UserError
 
 __all__ = ["app"]
@@ -34,22 +34,12 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
 
 class ContextChoice(StrEnum):
     """How items of one case are asked."""
 
     fresh = "fresh"
     case = "case"
-
-
-class VariantChoice(StrEnum):
-    """How the Cholec80 relaxed boundary is applied (see evals.phase_metrics)."""
-
-    matlab = "matlab"
-    intended = "intended"
-    strict = "strict"
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agent.commands._shared import emit_json, err_console, progress_bar
+from agent.commands._shared import JsonOpt, emit_json, err_console, progress_bar
 from agent.errors import UserError
 from knowledge.errors import UnknownNameError
 from knowledge.store import DocumentRecord, Hit, KnowledgeStore
@@ -35,8 +35,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 class SearchOutput(BaseModel):

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from agent.commands._shared import case_cache, emit_json, err_console, progress_bar
+from agent.commands._shared import (
+    JsonOpt,
+    VariantChoice,
+    case_cache,
+    emit_json,
+    err_console,
+    progress_bar,
+)
 from agent.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,14 +48,6 @@ app = typer.Typer(
 )
 
 
-class VariantChoice(StrEnum):
-    """How the relaxed boundary is applied (see evals.phase_metrics)."""
-
-    matlab = "matlab"
-    intended = "intended"
-    strict = "strict"
-
-
 class PriorChoice(StrEnum):
     """Where the Viterbi transition prior comes from."""
 
@@ -62,7 +61,6 @@ _VARIANT_NOTES = {
     "strict": "no relaxed boundary",
 }
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1 or auto.")]
 PhasesOpt = Annotated[
     str | None,
