@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -96,6 +97,11 @@ class KnowledgeStore:
             self._corpus = load_corpus()
         return self._corpus
 
+    @functools.cached_property
+    def corpus_version(self) -> str:
+        """The content hash of `corpus` (hashed once: every search checks it)."""
+        return corpus_version(self.corpus)
+
     def manifest(self) -> Manifest | None:
         """The published manifest, or None before the first build."""
         try:
@@ -118,7 +124,7 @@ class KnowledgeStore:
                 f"it was built with {manifest.embedding_model}, "
                 f"the configured model is {self.embedder.model_id}"
             )
-        version = corpus_version(self.corpus)
+        version = self.corpus_version
         if manifest.corpus_version != version:
             return f"the corpus changed ({manifest.corpus_version} -> {version})"
         return None
@@ -273,7 +279,7 @@ class KnowledgeStore:
         manifest = Manifest(
             generation=generation,
             embedding_model=self.embedder.model_id,
-            corpus_version=corpus_version(self.corpus),
+            corpus_version=self.corpus_version,
             passages=len(passages),
             documents=documents,
             built=now(),
