@@ -13,7 +13,6 @@ limit; with ``context="case"`` the items of one case form one conversation, in o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -241,4 +240,4 @@ def read_manifest(run_dir: Path) -> RunManifest:
     path = run_dir / "run.json"
     if not path.exists():
         raise ValueError(f"{run_dir} holds no eval run (no run.json)")
-    return RunManifest.model_validate(json.loads(path.read_text()))
+    return RunManifest.model_validate_json(path.read_text())

@@ -195,7 +195,6 @@ def make_systems(
     """
     from agent.api import SurgicalAgent
     from agent.settings import get_settings
-    from tools.cache import CaseCache
 
     unknown = [name for name in names if name not in SYSTEMS]
     if unknown:
@@ -206,9 +205,8 @@ def make_systems(
     systems: dict[str, Any] = {}
     for name in names:
         if name == "direct":
-            cache = CaseCache(settings.cache_dir)
             max_side = settings.planner.max_image_side
-            systems[name] = DirectSystem(agent.planner, media, cache, max_side)  # type: ignore[arg-type]
+            systems[name] = DirectSystem(agent.planner, media, agent.cache, max_side)  # type: ignore[arg-type]
         elif name == "agent":
             systems[name] = AgentSystem(name, agent, media)
         else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from graphs.turn import split_thinking
 from tools.base import format_time
 from ui import views
 from ui.store import VIDEO_SUFFIXES, SessionIndex, store_upload
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["ReviewServer", "serve"]
 
 logger = logging.getLogger(__name__)
-
-_THINK = re.compile(r"^.*?</think>", re.S)
 
 
 class ReviewServer:
@@ -174,7 +172,7 @@ class ReviewServer:
             if isinstance(message, HumanMessage):
                 history.append({"role": "user", "content": message.text})
             elif isinstance(message, AIMessage) and not message.tool_calls and message.text:
-                answer = _THINK.sub("", message.text).strip()
+                _, answer = split_thinking(message.text)  # as the live answer was split
                 history.append({"role": "assistant", "content": views.answer_markdown(answer)})
         return history, agent.last_result(thread_id)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from ui import views
+from ui.store import VIDEO_SUFFIXES, UploadError
 
 if TYPE_CHECKING:
     from ui.app import ReviewServer
@@ -36,7 +37,6 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
     """Lay out the page and wire its events to ``server``."""
     from agent.errors import SurgAgentError
     from ui.app import key_frames, new_session_id, stream_answer
-    from ui.store import UploadError
 
     def case_outputs(path: str, thread_id: str | None) -> tuple[Any, ...]:
         """Everything that changes when a case (and session) is opened."""
@@ -152,7 +152,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
                 with gr.Row():
                     upload = gr.File(
                         label="Upload a video",
-                        file_types=list(_suffixes()),
+                        file_types=list(VIDEO_SUFFIXES),
                         type="filepath",
                         elem_id="upload",
                     )
@@ -204,9 +204,3 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             outputs=[chat, question, evidence, frames, citations, trace, banner, sessions],
         )
     return page
-
-
-def _suffixes() -> tuple[str, ...]:
-    from ui.store import VIDEO_SUFFIXES
-
-    return VIDEO_SUFFIXES
