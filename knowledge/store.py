@@ -59,6 +59,8 @@ RRF_K = 60
 _EMBED_BATCH = 256  # passages embedded per step (one progress report each)
 _WRITE_BATCH = 4096  # passages per chromadb write (its maximum is about 5,400)
 
+_NOT_BUILT = "the knowledge store in {root} is not built; run `surgagent knowledge rebuild`"
+
 Progress = Callable[[int, int], None]  # (done, total)
 
 
@@ -164,8 +166,15 @@ class KnowledgeStore:
         return sorted(manifest.documents.values(), key=lambda d: d.name) if manifest else []
 
     def count(self) -> int:
-        """Passages in the published generation."""
-        return len(self._current_view().ids)
+        """Passages in the published generation (from its manifest: nothing is opened).
+
+        Raises:
+            KnowledgeError: If the store is not built.
+        """
+        manifest = self.manifest()
+        if manifest is None:
+            raise KnowledgeError(_NOT_BUILT.format(root=self.root))
+        return manifest.passages
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -417,10 +426,7 @@ class KnowledgeStore:
                 return self._view
             manifest = self.manifest()
             if manifest is None:
-                raise KnowledgeError(
-                    f"the knowledge store in {self.root} is not built; "
-                    "run `surgagent knowledge rebuild`"
-                )
+                raise KnowledgeError(_NOT_BUILT.format(root=self.root))
             if self._view is None or self._view.generation != manifest.generation:
                 self._view = self._open(manifest.generation)
             self._view_signature = signature
