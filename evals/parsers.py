@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evals.records import TaskRecord
-from graphs.turn import split_thinking
+from tools.answers import split_thinking
 from tools.answers import Parsed, parse_boxes, parse_grid, parse_labels, parse_triplets
 from tools.vocabulary import (
     CHOLEC80_PHASES,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 
 from graphs.result import AnswerResult, AnswerStatus, Citation, TraceStep
+from tools.answers import split_thinking
 from tools.base import Evidence, format_time
 from tools.vision import Usage
 
@@ -19,17 +20,12 @@ if TYPE_CHECKING:
     from tools.video import Case
 
 __all__ = [
-    "THINK_CLOSE",
-    "THINK_OPEN",
     "build_result",
     "current_turn",
     "describe_case",
     "ground_citations",
-    "split_thinking",
 ]
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 _NOTES_LIMIT = 1500
 
 
@@ -39,31 +35,6 @@ def current_turn(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
         if isinstance(messages[index], HumanMessage):
             return list(messages[index + 1 :])
     return list(messages)
-
-
-def split_thinking(text: str, *, thinking: bool = False) -> tuple[str, str]:
-    """Split a completion into its thinking and its answer.
-
-    Handles ``<think>…</think>answer``, ``…</think>answer`` (the prompt opened the block),
-    no thinking at all, and an unclosed ``<think>`` (a reply cut off while thinking).
-
-    Args:
-        text: The raw completion.
-        thinking: Whether the prompt already opened a think block; then a completion with no
-            ``</think>`` at all is unfinished thinking rather than an answer.
-
-    Returns:
-        ``(reasoning, answer)``, both stripped; either may be empty.
-    """
-    if THINK_CLOSE in text:
-        head, _, answer = text.partition(THINK_CLOSE)
-        return head.replace(THINK_OPEN, "").strip(), answer.strip()
-    before, opened, after = text.partition(THINK_OPEN)
-    if opened:
-        return after.strip(), before.strip()
-    if thinking:
-        return text.strip(), ""
-    return "", text.strip()
 
 
 def describe_case(case: Case) -> str:

@@ -25,9 +25,15 @@ __all__ = [
     "parse_grid",
     "parse_labels",
     "parse_triplets",
+    "split_thinking",
+    "THINK_CLOSE",
+    "THINK_OPEN",
 ]
 
 T = TypeVar("T")
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _LIST_BOX = re.compile(
@@ -161,3 +167,28 @@ def parse_triplets(
     if not found:
         return Parsed(ok=False, error=f"no instrument, verb, target triplet in {text[:80]!r}")
     return Parsed(ok=True, value=found)
+
+
+def split_thinking(text: str, *, thinking: bool = False) -> tuple[str, str]:
+    """Split a completion into its thinking and its answer.
+
+    Handles ``<think>…</think>answer``, ``…</think>answer`` (the prompt opened the block),
+    no thinking at all, and an unclosed ``<think>`` (a reply cut off while thinking).
+
+    Args:
+        text: The raw completion.
+        thinking: Whether the prompt already opened a think block; then a completion with no
+            ``</think>`` at all is unfinished thinking rather than an answer.
+
+    Returns:
+        ``(reasoning, answer)``, both stripped; either may be empty.
+    """
+    if THINK_CLOSE in text:
+        head, _, answer = text.partition(THINK_CLOSE)
+        return head.replace(THINK_OPEN, "").strip(), answer.strip()
+    before, opened, after = text.partition(THINK_OPEN)
+    if opened:
+        return after.strip(), before.strip()
+    if thinking:
+        return text.strip(), ""
+    return "", text.strip()

@@ -96,8 +96,17 @@ def parse_time(value: str | float | int) -> float:
     return seconds
 
 
-def format_time(seconds: float) -> str:
-    """Format seconds as ``mm:ss`` (or ``h:mm:ss`` from one hour on)."""
+TIME_HELP = "seconds (75) or a clock time mm:ss / hh:mm:ss (01:15)"
+
+
+def format_time(seconds: float, *, tenths: bool = False) -> str:
+    """Format seconds as ``mm:ss`` (or ``h:mm:ss`` from one hour on).
+
+    With ``tenths``, tenths of a second are added where they are not zero (``01:05.4``).
+    """
+    if tenths:
+        whole_s, tenth = divmod(round(seconds * 10), 10)
+        return format_time(whole_s) + (f".{tenth}" if tenth else "")
     whole = int(round(seconds))
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)

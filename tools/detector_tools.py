@@ -17,7 +17,7 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import BaseModel, Field, field_validator
 
-from tools.base import Evidence, ToolResult, format_time, parse_time
+from tools.base import TIME_HELP, Evidence, ToolResult, format_time, parse_time
 from tools.cache import Case, CaseCache
 from tools.detector_types import (
     Detection,
@@ -62,14 +62,9 @@ class DetectorContext(Protocol):
         ...
 
 
-def _clock(seconds: float) -> str:
-    """``format_time`` with tenths of a second where they matter (``01:05.4``)."""
-    whole, tenths = divmod(round(seconds * 10), 10)
-    return format_time(whole) + (f".{tenths}" if tenths else "")
-
 
 def _span(start: float, end: float) -> str:
-    return _clock(start) if abs(end - start) < 0.05 else f"{_clock(start)}-{_clock(end)}"
+    return format_time(start, tenths=True) if abs(end - start) < 0.05 else f"{format_time(start, tenths=True)}-{format_time(end, tenths=True)}"
 
 
 class DetectionsResult(ToolResult):
@@ -92,7 +87,7 @@ class DetectionsResult(ToolResult):
                         tool="instruments_at",
                         time=frame.time,
                         frame=image,
-                        summary=f"no instruments detected at {_clock(frame.time)}",
+                        summary=f"no instruments detected at {format_time(frame.time, tenths=True)}",
                     )
                 )
             items += [
@@ -101,7 +96,7 @@ class DetectionsResult(ToolResult):
                     tool="instruments_at",
                     time=frame.time,
                     frame=image,
-                    summary=f"{det.name} at {_clock(frame.time)} (confidence "
+                    summary=f"{det.name} at {format_time(frame.time, tenths=True)} (confidence "
                     f"{det.confidence:.2f}), box {det.box_surgvlm()}",
                 )
                 for det in frame.detections
@@ -149,7 +144,7 @@ class TimelineResult(ToolResult):
                 end=i.end,
                 frame=str(i.frame) if i.frame else None,
                 summary=f"{i.instrument} visible {_span(i.start, i.end)} ({i.frames} sampled "
-                f"frames, best confidence {i.max_confidence:.2f} at {_clock(i.best_time)})",
+                f"frames, best confidence {i.max_confidence:.2f} at {format_time(i.best_time, tenths=True)})",
             )
             for group in self.by_instrument().values()
             for i in _shown(group)
@@ -168,13 +163,11 @@ class TimelineResult(ToolResult):
         return items
 
 
-_TIME_HELP = "seconds (75) or a clock time mm:ss / hh:mm:ss (01:15)"
-
 
 class InstrumentsAtArgs(BaseModel):
     """Arguments of `instruments_at`."""
 
-    time: str = Field(description=f"The moment to check, {_TIME_HELP}.")
+    time: str = Field(description=f"The moment to check, {TIME_HELP}.")
 
     @field_validator("time", mode="before")
     @classmethod
@@ -231,7 +224,7 @@ def instruments_at(
     ctx = runtime.context
     detector = _engine(ctx)
     frame = detector.detect(ctx.case, [parse_time(time)], ctx.cache)[0]
-    head = f"At {_clock(frame.time)} (frame {frame.index})"
+    head = f"At {format_time(frame.time, tenths=True)} (frame {frame.index})"
     if not frame.detections:
         text = f"{head}: no instruments detected (confidence >= {detector.conf:g})."
     else:
@@ -264,7 +257,7 @@ def _timeline_text(result: TimelineResult, samples: int) -> str:
         if len(group) > len(shown):
             shown.insert(-1, f"... {len(group) - len(shown)} more ...")
         lines.append(
-            f"- {name}: first seen {_clock(group[0].start)}, last seen {_clock(group[-1].end)}; "
+            f"- {name}: first seen {format_time(group[0].start, tenths=True)}, last seen {format_time(group[-1].end, tenths=True)}; "
             f"{len(group)} interval{'s' if len(group) > 1 else ''}: " + ", ".join(shown)
         )
     unseen = [n for n in result.class_names if n not in groups]

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from tools._decode import contact_sheet, encode_jpeg, fit_size, folder_images, video_images
 from tools._open import looks_like_id, open_frame_folder, open_video_file
-from tools.base import Evidence, ToolResult, format_time, images_shown_this_turn, parse_time
+from tools.base import TIME_HELP, Evidence, ToolResult, format_time, images_shown_this_turn, parse_time
 from tools.cache import Case, CaseCache
 from tools.errors import CaseError, ToolInputError, suggest
 
@@ -339,7 +339,7 @@ class FramesResult(ToolResult):
                 tool="look_at_frames",
                 time=frame.time,
                 frame=str(frame.path),
-                summary=f"frame {frame.index} at {_clock(frame.time)} of case {self.case_id}",
+                summary=f"frame {frame.index} at {format_time(frame.time, tenths=True)} of case {self.case_id}",
             )
             for frame in self.frames
         ]
@@ -348,8 +348,6 @@ class FramesResult(ToolResult):
         """The JPEG files of the frames, in order."""
         return [frame.path for frame in self.frames]
 
-
-_TIME_HELP = "seconds (75) or a clock time mm:ss / hh:mm:ss (01:15)"
 
 
 _DEFAULT_CLIP_COUNT = 4
@@ -360,11 +358,11 @@ class LookAtFramesArgs(BaseModel):
 
     times: list[str] | None = Field(
         None,
-        description=f'Moments to look at, each {_TIME_HELP}, e.g. ["00:05", "01:30"]. '
+        description=f'Moments to look at, each {TIME_HELP}, e.g. ["00:05", "01:30"]. '
         "Leave empty to sample a clip with start/end/count instead.",
     )
-    start: str | None = Field(None, description=f"Start of a clip to sample, {_TIME_HELP}.")
-    end: str | None = Field(None, description=f"End of the clip, {_TIME_HELP}.")
+    start: str | None = Field(None, description=f"Start of a clip to sample, {TIME_HELP}.")
+    end: str | None = Field(None, description=f"End of the clip, {TIME_HELP}.")
     count: int | None = Field(
         None, ge=1, description="How many evenly spaced frames to take from the clip (default 4)."
     )
@@ -404,11 +402,6 @@ class LookAtFramesArgs(BaseModel):
 
 _MAX_LISTED = 16
 
-
-def _clock(seconds: float) -> str:
-    """``format_time`` with tenths of a second where they matter (``01:05.4``)."""
-    whole, tenths = divmod(round(seconds * 10), 10)
-    return format_time(whole) + (f".{tenths}" if tenths else "")
 
 
 def _messages_of(state: Any) -> list[BaseMessage]:
@@ -450,7 +443,7 @@ def look_at_frames(
             + (f"ask for at most {left}." if left > 0 else "answer from what you have seen.")
         )
     frames = sample_frames(case, wanted, ctx.cache, max_side=ctx.max_image_side)
-    listed = ", ".join(_clock(frame.time) for frame in frames[:_MAX_LISTED])
+    listed = ", ".join(format_time(frame.time, tenths=True) for frame in frames[:_MAX_LISTED])
     if len(frames) > _MAX_LISTED:
         listed += f" and {len(frames) - _MAX_LISTED} more"
     noun = "frame" if len(frames) == 1 else "frames"

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graphs.turn import split_thinking
+from tools.answers import split_thinking
 from tools.base import format_time
 from ui import views
 from ui.store import VIDEO_SUFFIXES, SessionIndex, store_upload

@@ -22,7 +22,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 
 from agent.backends._messages import REASONING_KEY
-from graphs.turn import THINK_CLOSE, THINK_OPEN, split_thinking
+from tools.answers import THINK_CLOSE, THINK_OPEN, split_thinking
 
 __all__ = [
     "ParsedCalls",
