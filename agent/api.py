@@ -23,25 +23,27 @@ from langchain_core.messages import (
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
-from agent.errors import UserError
-from agent.prompts import load_prompt
-from agent.settings import Settings, get_settings
-from graphs.case_review import build_case_review_graph, recursion_limit
-from graphs.context import RunContext
-from graphs.nodes import Prompts
-from graphs.result import AnswerResult
-from tools.video import Case, CaseCache, make_video_tools, open_case
+from surgagent.agent.errors import UserError
+from surgagent.agent.prompts import load_prompt
+from surgagent.agent.settings import Settings, get_settings
+from surgagent.graphs.case_review import build_case_review_graph, recursion_limit
+from surgagent.graphs.context import RunContext
+from surgagent.graphs.nodes import Prompts
+from surgagent.graphs.result import AnswerResult
+from surgagent.tools.cache import Case, CaseCache
+from surgagent.tools.video.engine import open_case
+from surgagent.tools.video.tools import make_video_tools
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
 
-    from graphs.protocols import PlannerModel
-    from knowledge.store import KnowledgeStore
-    from tools.detector import InstrumentDetector
-    from tools.phase import PhaseSegmenter
-    from tools.vision import VisionBackend
+    from surgagent.graphs.protocols import PlannerModel
+    from surgagent.knowledge.store import KnowledgeStore
+    from surgagent.tools.detector.engine import InstrumentDetector
+    from surgagent.tools.phase.engine import PhaseSegmenter
+    from surgagent.tools.vision import VisionBackend
 
 __all__ = ["AgentEvent", "AnswerResult", "SurgicalAgent"]
 
@@ -82,19 +84,19 @@ def offered_tools(
     """
     tools = make_video_tools()
     if vision:
-        from tools.perception import make_perception_tools
+        from surgagent.tools.perception.tools import make_perception_tools
 
         tools += make_perception_tools()
     if detector:
-        from tools.detector import make_detector_tools
+        from surgagent.tools.detector.tools import make_detector_tools
 
         tools += make_detector_tools()
     if segmenter:
-        from tools.phase import make_phase_tools
+        from surgagent.tools.phase.tools import make_phase_tools
 
         tools += make_phase_tools()
     if knowledge:
-        from tools.retrieval import make_retrieval_tools
+        from surgagent.tools.retrieval.tools import make_retrieval_tools
 
         tools += make_retrieval_tools()
     return tools
@@ -112,7 +114,7 @@ def load_engines(settings: Settings) -> dict[str, Any]:
     engines: dict[str, Any] = {}
     options = settings.detector
     if options.weights:
-        from tools.detector import InstrumentDetector
+        from surgagent.tools.detector.engine import InstrumentDetector
 
         engines["detector"] = InstrumentDetector.from_weights(
             options.weights,
@@ -124,7 +126,7 @@ def load_engines(settings: Settings) -> dict[str, Any]:
         )
     checkpoint = settings.phase.weights
     if checkpoint:
-        from tools.phase import PhaseSegmenter
+        from surgagent.tools.phase.engine import PhaseSegmenter
 
         engines["segmenter"] = PhaseSegmenter.from_checkpoint(
             Path(checkpoint).expanduser(), device=settings.phase.device
@@ -136,8 +138,8 @@ def load_engines(settings: Settings) -> dict[str, Any]:
 
 def open_knowledge_store(settings: Settings) -> KnowledgeStore:
     """The knowledge store the settings describe (nothing is loaded or built yet)."""
-    from knowledge.embeddings import Embedder
-    from knowledge.store import KnowledgeStore
+    from surgagent.knowledge.embeddings import Embedder
+    from surgagent.knowledge.store import KnowledgeStore
 
     options = settings.knowledge
     embedder = Embedder(options.embedding_model, device=options.device)
@@ -227,7 +229,7 @@ class SurgicalAgent:
         settings = settings or get_settings(**overrides)
         planner, vision = planner_model, vision_model
         if planner is None:
-            from agent.backends import load_backend
+            from surgagent.agent.backends import load_backend
 
             backend = load_backend(settings.planner, role="planner")
             backend.check()

@@ -5,7 +5,13 @@ raise ConfigError("no planner model is reachable; set SURGAGENT_PLANNER__MODEL .
 
 from __future__ import annotations
 
-from tools.errors import BackendError, CaseError, ConfigError, SurgAgentError, ToolInputError
+from surgagent.tools.errors import (
+    BackendError,
+    CaseError,
+    ConfigError,
+    SurgAgentError,
+    ToolInputError,
+)
 
 __all__ = [
     "BackendError",

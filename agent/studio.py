@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.api import offered_tools
-from agent.prompts import load_prompt
-from agent.settings import get_settings
-from graphs.case_review import build_case_review_graph
-from graphs.nodes import Prompts
+from surgagent.agent.api import offered_tools
+from surgagent.agent.prompts import load_prompt
+from surgagent.agent.settings import get_settings
+from surgagent.graphs.case_review import build_case_review_graph
+from surgagent.graphs.nodes import Prompts
 
 __all__ = ["graph", "make_graph"]
 

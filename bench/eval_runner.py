@@ -37,8 +37,8 @@ def _task_set(folder: Path, count: int) -> Path:
     """``count`` phase questions, each about its own small frame image."""
     from PIL import Image
 
-    from evals.records import Media, TaskRecord, write_tasks
-    from tools.vocabulary import CHOLEC80_PHASES
+    from surgagent.evals.records import Media, TaskRecord, write_tasks
+    from surgagent.tools.vocabulary import CHOLEC80_PHASES
 
     items = []
     for k in range(count):
@@ -63,7 +63,7 @@ def _task_set(folder: Path, count: int) -> Path:
 
 
 def _script(request: dict[str, Any]) -> Any:
-    from agent.testing.openai_server import ScriptedReply
+    from surgagent.agent.testing.openai_server import ScriptedReply
 
     looked = any(m["role"] == "tool" for m in request["messages"])
     if request.get("tools") and not looked:
@@ -75,7 +75,7 @@ _SERVER = """
 import subprocess
 import sys
 sys.path[:0] = [{repo!r}, {bench!r}]
-from agent.testing.openai_server import ScriptedOpenAIServer
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer
 from eval_runner import _script
 with ScriptedOpenAIServer(_script, latency={latency}, max_concurrency={limit}) as server:
     print(server.base_url, flush=True)
@@ -104,9 +104,9 @@ def _measure(
     system_name: str, concurrency: int, tasks: Path, base_url: str, work: Path
 ) -> tuple[float, int]:
     """Seconds to answer the whole task set, and the items answered."""
-    from agent.settings import get_settings
-    from evals.runner import run_eval
-    from evals.systems import make_systems
+    from surgagent.agent.settings import get_settings
+    from surgagent.evals.runner import run_eval
+    from surgagent.evals.systems import make_systems
 
     settings = get_settings(
         planner={"backend": "openai", "base_url": base_url, "max_retries": 0},

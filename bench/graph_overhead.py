@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _replies(steps: int) -> list[Any]:
-    from agent.testing.scripted import call, say
+    from surgagent.agent.testing.scripted import call, say
 
     return [call("echo", text=f"step {i}") for i in range(steps)] + [say("done [00:01]")]
 
@@ -43,7 +43,7 @@ def bare_loop(steps: int) -> Any:
     from langgraph.graph import START, MessagesState, StateGraph
     from langgraph.prebuilt import ToolNode, tools_condition
 
-    from agent.testing.scripted import ScriptedChatModel
+    from surgagent.agent.testing.scripted import ScriptedChatModel
 
     echo = _echo_tool()
     model = ScriptedChatModel()
@@ -68,9 +68,9 @@ def bare_loop(steps: int) -> Any:
 
 def our_graph(steps: int, video: Path) -> Any:
     """The case-review graph through `SurgicalAgent.invoke` (in-memory sessions)."""
-    from agent.api import SurgicalAgent
-    from agent.settings import get_settings
-    from agent.testing.scripted import ScriptedChatModel
+    from surgagent.agent.api import SurgicalAgent
+    from surgagent.agent.settings import get_settings
+    from surgagent.agent.testing.scripted import ScriptedChatModel
 
     model = ScriptedChatModel()
     agent = SurgicalAgent(get_settings(step_budget=steps + 2), model, tools=[_echo_tool()])

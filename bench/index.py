@@ -24,9 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from surgagent.tools.cache import CaseCache
+from surgagent.tools.video.decode import JPEG_QUALITY
+from surgagent.tools.video.engine import index_case, open_case
 from tests.fixtures.videos import write_video  # noqa: E402
-from tools._decode import JPEG_QUALITY  # noqa: E402
-from tools.video import CaseCache, index_case, open_case  # noqa: E402
 
 TARGET_RATIO = 1.2
 

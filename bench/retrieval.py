@@ -43,9 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._table import print_table  # noqa: E402 (after the path is set)
-from knowledge.embeddings import Embedder  # noqa: E402
-from knowledge.passages import Passage  # noqa: E402
-from knowledge.store import KnowledgeStore, _embedding_text  # noqa: E402
+from surgagent.knowledge.embeddings import Embedder
+from surgagent.knowledge.passages import Passage
+from surgagent.knowledge.store import KnowledgeStore, _embedding_text
 
 TARGET_RATIO = 1.2
 WARMUP_QUERIES = 10

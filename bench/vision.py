@@ -59,8 +59,8 @@ def _frames(count: int) -> list[Any]:
 
 def _untrained_weights(folder: Path) -> Path:
     """YOLO11n with Cholec80's seven classes, untrained, saved as a .pt file."""
-    from tools._ultralytics import ensure_offline
-    from tools.detector_data import DEFAULT_CLASSES
+    from surgagent.tools.detector.data import DEFAULT_CLASSES
+    from surgagent.tools.detector.yolo import ensure_offline
 
     ensure_offline()
     from ultralytics import YOLO
@@ -102,8 +102,8 @@ def _our_predict(detector: Any, frames: list[Any]) -> int:
 
 def detector_section(args: argparse.Namespace) -> list[Row]:
     """Frames per second of our detector and of plain ultralytics, per image size."""
-    from tools._ultralytics import ensure_offline
-    from tools.detector import InstrumentDetector
+    from surgagent.tools.detector.engine import InstrumentDetector
+    from surgagent.tools.detector.yolo import ensure_offline
 
     with tempfile.TemporaryDirectory(prefix="surgagent-bench-") as tmp:
         ensure_offline(Path(tmp) / "ultralytics")
@@ -144,9 +144,9 @@ def phase_section(args: argparse.Namespace) -> list[Row]:
     import numpy as np
     import torch
 
-    from tools.phase import PhaseSegmenter
-    from tools.phase_model import BackboneSpec, HeadConfig, PhaseModelSpec
-    from tools.vocabulary import CHOLEC80_PHASES
+    from surgagent.tools.phase.engine import PhaseSegmenter
+    from surgagent.tools.phase.model import BackboneSpec, HeadConfig, PhaseModelSpec
+    from surgagent.tools.vocabulary import CHOLEC80_PHASES
 
     spec = PhaseModelSpec(
         vocabulary=list(CHOLEC80_PHASES),

@@ -3,7 +3,8 @@
 Pure functions over gold and predicted values (numpy; ivtmetrics and scikit-learn imported
 where needed). Scores are percentages (0-100). An unparseable answer counts as wrong and is
 listed in `TaskScore.unparsed_ids`, never dropped. Cholec80 video-level phase metrics wrap
-`evals.phase_metrics` (`score_cholec80_dirs`); CholecT50 triplet AP goes through ivtmetrics.
+`surgagent.evals.phase_metrics` (`score_cholec80_dirs`); CholecT50 triplet AP goes through
+ivtmetrics.
 
     score = score_task("cholec80-phase", [(item, parse_answer(item, text)) for item, text in xs])
     print(score.primary.name, score.primary.value, score.metrics["macro_f1"])
@@ -24,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from evals.phase_files import score_cholec80_dirs
+from surgagent.evals.phase_files import score_cholec80_dirs
 
 if TYPE_CHECKING:
-    from evals.records import TaskRecord
-    from tools.answers import Parsed
+    from surgagent.evals.records import TaskRecord
+    from surgagent.tools.answers import Parsed
 
 __all__ = [
     "ARENA_TASKS",
@@ -248,7 +249,7 @@ def triplet_ids(vocabulary: Path | str | None = None) -> dict[tuple[str, str, st
             tuple(_key(x) for x in name.split(",")): int(k)  # type: ignore[misc]
             for k, name in data["triplet"].items()
         }
-    from tools.vocabulary import CHOLECT50_INSTRUMENTS, CHOLECT50_TARGETS, CHOLECT50_VERBS
+    from surgagent.tools.vocabulary import CHOLECT50_INSTRUMENTS, CHOLECT50_TARGETS, CHOLECT50_VERBS
 
     return {
         (_key(CHOLECT50_INSTRUMENTS[i]), _key(CHOLECT50_VERBS[v]), _key(CHOLECT50_TARGETS[t])): k
@@ -301,7 +302,7 @@ def triplet_map(targets: Any, predictions: Any) -> dict[str, Any]:
 
 
 def _gold(item: TaskRecord) -> Any:
-    from evals.parsers import gold_value
+    from surgagent.evals.parsers import gold_value
 
     return gold_value(item)
 
@@ -352,7 +353,7 @@ def _score_labels(task: str, items: Sequence[TaskRecord], values: list[Any]) -> 
     golds = [_gold(item) for item in items]
     if not all(isinstance(g, str) for g in golds + [v for v in values if v is not None]):
         return metrics, {}, None  # e.g. surgvlm-qa mixing boxes, lists and text
-    from evals.parsers import task_vocabulary
+    from surgagent.evals.parsers import task_vocabulary
 
     per_class, macro, confusion = label_scores(golds, values, task_vocabulary(items[0]))
     return metrics | macro, per_class, confusion

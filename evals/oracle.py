@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from tools.cache import Case, CaseCache
-from tools.detector_types import (
+from surgagent.tools.cache import Case, CaseCache
+from surgagent.tools.detector.types import (
     Detection,
     FrameDetections,
     InstrumentTimeline,
     build_timeline,
 )
-from tools.errors import ToolInputError
-from tools.phase import PhasePrediction, PhaseSegment
-from tools.phase_data import read_cholec80_phase_file
-from tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from surgagent.tools.errors import ToolInputError
+from surgagent.tools.phase.annotations import read_cholec80_phase_file
+from surgagent.tools.phase.types import PhasePrediction, PhaseSegment
+from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 __all__ = ["OracleDetector", "OracleSegmenter", "oracle_engines"]
 

@@ -30,10 +30,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from evals.records import TaskRecord
-from tools.answers import split_thinking
-from tools.answers import Parsed, parse_boxes, parse_grid, parse_labels, parse_triplets
-from tools.vocabulary import (
+from surgagent.evals.records import TaskRecord
+from surgagent.tools.answers import (
+    Parsed,
+    parse_boxes,
+    parse_grid,
+    parse_labels,
+    parse_triplets,
+    split_thinking,
+)
+from surgagent.tools.vocabulary import (
     CHOLEC80_PHASES,
     CHOLEC80_TOOLS,
     CHOLECT50_INSTRUMENTS,

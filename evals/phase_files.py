@@ -1,7 +1,8 @@
 """Cholec80-format phase files scored by folder: pairing gold and predictions by video.
 
 One implementation for `surgagent phase eval` and `surgagent eval score`: files pair by video
-name, both sides are taken at one rate, and `evals.phase_metrics.evaluate_videos` scores them.
+name, both sides are taken at one rate, and `surgagent.evals.phase_metrics.evaluate_videos`
+scores them.
 
     pairs = read_phase_pairs(Path("gold"), Path("pred"), CHOLEC80_PHASES, fps=1.0)
     print(score_cholec80_dirs("gold", "pred", variant="matlab")["accuracy"])
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.phase_metrics import Variant, evaluate_videos, resample_labels
+from surgagent.evals.phase_metrics import Variant, evaluate_videos, resample_labels
 
 __all__ = ["phase_files", "read_phase_pairs", "score_cholec80_dirs"]
 
@@ -53,7 +54,7 @@ def score_cholec80_dirs(
 
     Files pair by video name (``video41-phase.txt``, ``video41_pred.txt`` and ``video41.txt``
     are all ``video41``); either side may be at 25 fps or any constant step, both are taken at
-    ``fps`` and scored by `evals.phase_metrics.evaluate_videos`.
+    ``fps`` and scored by `surgagent.evals.phase_metrics.evaluate_videos`.
 
     Args:
         gold_dir: Ground-truth phase files.
@@ -70,9 +71,9 @@ def score_cholec80_dirs(
     Raises:
         ValueError: If a video lacks a prediction or ground truth (named), or the two cover
             different lengths.
-        CaseError: If a file cannot be read (from `tools.phase_data`).
+        CaseError: If a file cannot be read (from `surgagent.tools.phase.train`).
     """
-    from tools.phase_data import check_vocabulary
+    from surgagent.tools.phase.annotations import check_vocabulary
 
     names = check_vocabulary(phases)
     videos = read_phase_pairs(Path(gold_dir), Path(pred_dir), names, fps=fps, video_fps=video_fps)
@@ -108,9 +109,9 @@ def read_phase_pairs(
     Raises:
         ValueError: If a video lacks a prediction or ground truth (named), or the two cover
             different lengths.
-        CaseError: If a file cannot be read (from `tools.phase_data`).
+        CaseError: If a file cannot be read (from `surgagent.tools.phase.train`).
     """
-    from tools.phase_data import read_cholec80_phase_file
+    from surgagent.tools.phase.annotations import read_cholec80_phase_file
 
     gold_files, pred_files = phase_files(gold_dir), phase_files(pred_dir)
     missing = sorted(set(gold_files) - set(pred_files))

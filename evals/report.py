@@ -1,9 +1,10 @@
 """Reports of an eval run: markdown, JSON and plots, per task and system, with agent deltas.
 
-Scores come from `evals.metrics.score_task` on every item of the task set: an item a system
-failed on, or whose answer could not be parsed, counts as wrong and is listed. Agent-vs-direct
-deltas carry paired bootstrap 95% confidence intervals (the same resampled items for both
-systems). The arena sum follows SurgVLM-Bench: the six tasks' primary scores added (max 600).
+Scores come from `surgagent.evals.metrics.score_task` on every item of the task set: an item a
+system failed on, or whose answer could not be parsed, counts as wrong and is listed.
+Agent-vs-direct deltas carry paired bootstrap 95% confidence intervals (the same resampled items
+for both systems). The arena sum follows SurgVLM-Bench: the six tasks' primary scores added
+(max 600).
 
     report = build_report([Path("runs/c80")])
     write_report(report, Path("runs/c80/report"))
@@ -20,10 +21,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from evals.metrics import ARENA_TASKS, TaskScore, score_task
-from evals.records import ResultRecord, TaskRecord, read_results, read_tasks
-from evals.runner import read_manifest, results_files
-from tools.answers import Parsed
+from surgagent.evals.metrics import ARENA_TASKS, TaskScore, score_task
+from surgagent.evals.records import ResultRecord, TaskRecord, read_results, read_tasks
+from surgagent.evals.runner import read_manifest, results_files
+from surgagent.tools.answers import Parsed
 
 __all__ = ["Delta", "Report", "SystemCost", "build_report", "write_report"]
 

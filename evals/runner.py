@@ -25,7 +25,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
-from evals.records import (
+from surgagent.evals.records import (
     ResultRecord,
     TaskRecord,
     append_result,
@@ -160,7 +160,7 @@ def run_eval(
     """Run ``systems`` on the task set, appending results to the run folder.
 
     Args:
-        tasks_file: A task set (`evals.records.write_tasks`).
+        tasks_file: A task set (`surgagent.evals.records.write_tasks`).
         run_dir: The run folder (created; an existing one is resumed).
         systems: Name -> system, e.g. ``{"agent": ..., "direct": ...}``.
         concurrency: Units of work in flight at once (threads).

@@ -18,15 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evals.metrics import item_correct
-from evals.parsers import parse_answer
-from evals.records import ResultRecord, TaskRecord, Usage
+from surgagent.evals.metrics import item_correct
+from surgagent.evals.parsers import parse_answer
+from surgagent.evals.records import ResultRecord, TaskRecord, Usage
 
 if TYPE_CHECKING:
-    from agent.api import SurgicalAgent
-    from agent.settings import Settings
-    from tools.cache import CaseCache
-    from tools.vision import VisionBackend
+    from surgagent.agent.api import SurgicalAgent
+    from surgagent.agent.settings import Settings
+    from surgagent.tools.cache import CaseCache
+    from surgagent.tools.vision import VisionBackend
 
 __all__ = ["AgentSystem", "DirectSystem", "SYSTEMS", "make_systems", "prompt_of"]
 
@@ -100,7 +100,7 @@ class _Media:
 
     def images(self, item: TaskRecord, cache: CaseCache, max_side: int) -> list[Any]:
         """The frames ``direct`` sends: the listed frames, or the video at the item's times."""
-        from tools.video import load_image, open_case, sample_frames
+        from surgagent.tools.video.engine import load_image, open_case, sample_frames
 
         if item.media.frames:
             return [load_image(self.path(frame)) for frame in item.media.frames]
@@ -121,7 +121,7 @@ class DirectSystem:
 
     def answer(self, item: TaskRecord, thread_id: str | None) -> ResultRecord:
         """Ask the model once (conversations do not apply: every call stands alone)."""
-        from agent.errors import SurgAgentError
+        from surgagent.tools.errors import SurgAgentError
 
         began = time.perf_counter()
         try:
@@ -149,7 +149,7 @@ class AgentSystem:
 
     def answer(self, item: TaskRecord, thread_id: str | None) -> ResultRecord:
         """Run the graph on the item's case (continuing ``thread_id`` where given)."""
-        from agent.errors import SurgAgentError
+        from surgagent.tools.errors import SurgAgentError
 
         began = time.perf_counter()
         try:
@@ -193,8 +193,8 @@ def make_systems(
         ValueError: For an unknown system name.
         ConfigError: If the planner model cannot be reached.
     """
-    from agent.api import SurgicalAgent
-    from agent.settings import get_settings
+    from surgagent.agent.api import SurgicalAgent
+    from surgagent.agent.settings import get_settings
 
     unknown = [name for name in names if name not in SYSTEMS]
     if unknown:
@@ -210,7 +210,7 @@ def make_systems(
         elif name == "agent":
             systems[name] = AgentSystem(name, agent, media)
         else:
-            from evals.oracle import oracle_engines
+            from surgagent.evals.oracle import oracle_engines
 
             engines = oracle_engines(oracle_root or media_root)
             oracle = SurgicalAgent(

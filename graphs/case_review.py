@@ -14,16 +14,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.context import RunContext
-from graphs.nodes import (
+from surgagent.graphs.context import RunContext
+from surgagent.graphs.nodes import (
     Prompts,
     make_answer_node,
     make_plan_node,
     route_after_plan,
     route_after_tools,
 )
-from graphs.state import CaseReviewState
-from graphs.tool_calls import build_tools_node
+from surgagent.graphs.state import CaseReviewState
+from surgagent.graphs.tool_calls import build_tools_node
 
 __all__ = ["build_case_review_graph", "recursion_limit"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from graphs.protocols import PlannerModel
-    from tools.video import Case, CaseCache
-    from tools.vision import VisionBackend
+    from surgagent.graphs.protocols import PlannerModel
+    from surgagent.tools.cache import Case, CaseCache
+    from surgagent.tools.vision import VisionBackend
 
 __all__ = ["RunContext"]
 

@@ -27,12 +27,12 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.runtime import Runtime
 
-from graphs.context import RunContext
-from graphs.result import AnswerStatus
-from graphs.state import CaseReviewState
-from graphs.turn import build_result, current_turn, describe_case
-from tools.errors import BackendError
-from tools.vision import image_to_data_url
+from surgagent.graphs.context import RunContext
+from surgagent.graphs.result import AnswerStatus
+from surgagent.graphs.state import CaseReviewState
+from surgagent.graphs.turn import build_result, current_turn, describe_case
+from surgagent.tools.errors import BackendError
+from surgagent.tools.vision import image_to_data_url
 
 __all__ = [
     "Prompts",

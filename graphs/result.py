@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.base import Evidence
-from tools.vision import Usage
+from surgagent.tools.base import Evidence
+from surgagent.tools.vision import Usage
 
 __all__ = ["AnswerResult", "AnswerStatus", "Citation", "TraceStep"]
 

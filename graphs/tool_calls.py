@@ -20,8 +20,8 @@ from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
 from langgraph.types import Command
 
-from tools.base import ToolResult
-from tools.errors import BackendError, ToolInputError
+from surgagent.tools.base import ToolResult
+from surgagent.tools.errors import BackendError, ToolInputError
 
 __all__ = ["MAX_TOOL_TEXT", "build_tools_node"]
 

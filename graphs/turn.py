@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 
-from graphs.result import AnswerResult, AnswerStatus, Citation, TraceStep
-from tools.answers import split_thinking
-from tools.base import Evidence, format_time
-from tools.vision import Usage
+from surgagent.graphs.result import AnswerResult, AnswerStatus, Citation, TraceStep
+from surgagent.tools.answers import split_thinking
+from surgagent.tools.base import Evidence, format_time
+from surgagent.tools.vision import Usage
 
 if TYPE_CHECKING:
-    from tools.video import Case
+    from surgagent.tools.cache import Case
 
 __all__ = [
     "build_result",

@@ -10,9 +10,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from knowledge.errors import UnknownNameError
-from knowledge.keyword import KeywordIndex
-from knowledge.passages import Passage
+from surgagent.knowledge.errors import UnknownNameError
+from surgagent.knowledge.keyword import KeywordIndex
+from surgagent.knowledge.passages import Passage
 
 __all__ = ["StoreView", "allowed_rows", "chroma_where", "where_conditions"]
 

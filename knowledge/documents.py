@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from knowledge.errors import DocumentError, KnowledgeError
-from knowledge.passages import Passage, parse_front_matter
+from surgagent.knowledge.errors import DocumentError, KnowledgeError
+from surgagent.knowledge.passages import Passage, parse_front_matter
 
 __all__ = ["SUPPORTED_SUFFIXES", "document_id", "read_document"]
 

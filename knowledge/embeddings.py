@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from knowledge.errors import KnowledgeError
+from surgagent.knowledge.errors import KnowledgeError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -2,7 +2,8 @@
 
 The curated corpus is one markdown file per passage under ``knowledge/corpus/<topic>/``, with
 YAML front matter naming where its facts come from (``id, title, topic, source, document,
-year, section, url, licence``). User documents become passages through `knowledge.documents`.
+year, section, url, licence``). User documents become passages through
+`surgagent.knowledge.documents`.
 
     passages = load_corpus()          # the bundled corpus, validated
     version = corpus_version(passages)
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from knowledge.errors import KnowledgeError
+from surgagent.knowledge.errors import KnowledgeError
 
 __all__ = [
     "CORPUS_DIR",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from knowledge.passages import Passage
+from surgagent.knowledge.passages import Passage
 
 __all__ = ["AddReport", "DocumentRecord", "Hit", "Manifest", "now", "recovered_documents"]
 

@@ -30,13 +30,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from knowledge._view import StoreView, allowed_rows, chroma_where, where_conditions
-from knowledge.documents import document_id, read_document
-from knowledge.embeddings import Embedder
-from knowledge.errors import DocumentError, KnowledgeError, UnknownNameError
-from knowledge.keyword import KeywordIndex
-from knowledge.passages import Passage, corpus_version, load_corpus
-from knowledge.records import (
+from surgagent.knowledge._view import StoreView, allowed_rows, chroma_where, where_conditions
+from surgagent.knowledge.documents import document_id, read_document
+from surgagent.knowledge.embeddings import Embedder
+from surgagent.knowledge.errors import DocumentError, KnowledgeError, UnknownNameError
+from surgagent.knowledge.keyword import KeywordIndex
+from surgagent.knowledge.passages import Passage, corpus_version, load_corpus
+from surgagent.knowledge.records import (
     AddReport,
     DocumentRecord,
     Hit,

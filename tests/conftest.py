@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agent.settings import reset_settings
+from surgagent.agent.settings import reset_settings
 from tests.fixtures.engines import TinyDetector
 
 if TYPE_CHECKING:
-    from knowledge.embeddings import Embedder
-    from knowledge.store import KnowledgeStore
+    from surgagent.knowledge.embeddings import Embedder
+    from surgagent.knowledge.store import KnowledgeStore
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,7 @@ def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> TinyDetector:
 @pytest.fixture(scope="session")
 def minilm() -> Embedder:
     """The bundled all-MiniLM-L6-v2, loaded once for the session."""
-    from knowledge.embeddings import Embedder
+    from surgagent.knowledge.embeddings import Embedder
 
     embedder = Embedder()
     embedder.embed(["warm up"])
@@ -62,7 +62,7 @@ def minilm() -> Embedder:
 @pytest.fixture(scope="session")
 def corpus_store(tmp_path_factory: pytest.TempPathFactory, minilm: Embedder) -> KnowledgeStore:
     """The bundled corpus in a store, built once for the session (read-only for tests)."""
-    from knowledge.store import KnowledgeStore
+    from surgagent.knowledge.store import KnowledgeStore
 
     store = KnowledgeStore(tmp_path_factory.mktemp("knowledge") / "store", minilm)
     store.ensure_current()

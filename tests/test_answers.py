@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.answers import parse_boxes, parse_cvs, parse_grid, parse_labels, parse_triplets
-from tools.vocabulary import (
+from surgagent.tools.answers import parse_boxes, parse_cvs, parse_grid, parse_labels, parse_triplets
+from surgagent.tools.vocabulary import (
     CHOLEC80_PHASES,
     CHOLEC80_TOOLS,
     CHOLECT50_INSTRUMENTS,

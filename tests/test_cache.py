@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.cache import Case, CaseCache, atomic_write_bytes, slugify
-from tools.errors import ToolInputError
+from surgagent.tools.cache import Case, CaseCache, atomic_write_bytes, slugify
+from surgagent.tools.errors import ToolInputError
 
 
 def make_case(name: str = "demo", digest: str = "ab" * 32, **extra: object) -> Case:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
+        [sys.executable, "-m", "surgagent", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -41,7 +41,7 @@ def openai_env(server: ScriptedOpenAIServer) -> dict[str, str]:
 
 def test_help_is_instant_and_loads_no_torch() -> None:
     code = (
-        "import sys; from typer.testing import CliRunner; from agent.cli import app; "
+        "import sys; from typer.testing import CliRunner; from surgagent.cli.main import app; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
         "assert 'ask' in r.output and 'chat' in r.output; "
         "heavy = ('torch', 'transformers', 'av', 'ultralytics', 'chromadb'); "

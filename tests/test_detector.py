@@ -22,8 +22,24 @@ from langgraph.prebuilt import ToolNode
 from PIL import Image
 from typer.testing import CliRunner
 
-from agent.commands.detector import app as detector_app
-from graphs.tool_calls import build_tools_node
+from surgagent.cli.detector import app as detector_app
+from surgagent.graphs.tool_calls import build_tools_node
+from surgagent.tools.cache import Case, CaseCache
+from surgagent.tools.detector.convert import convert_coco, convert_masks, convert_voc
+from surgagent.tools.detector.data import DEFAULT_CLASSES, inspect_dataset
+from surgagent.tools.detector.engine import InstrumentDetector
+from surgagent.tools.detector.tools import instrument_timeline, instruments_at, make_detector_tools
+from surgagent.tools.detector.train import evaluate_detector, train_detector
+from surgagent.tools.detector.types import (
+    Detection,
+    DetectionsResult,
+    FrameDetections,
+    TimelineResult,
+    box_iou,
+    build_timeline,
+)
+from surgagent.tools.errors import ConfigError, ToolInputError
+from surgagent.tools.video.engine import open_case
 from tests.fixtures.engines import EPOCHS, IMGSZ, NAMES, SIZE, TinyDetector, no_network
 from tests.fixtures.videos import write_video
 from tests.fixtures.yolo import (
@@ -32,23 +48,6 @@ from tests.fixtures.yolo import (
     random_objects,
     scene_frame_fn,
 )
-from tools.cache import Case, CaseCache
-from tools.detector import (
-    DEFAULT_CLASSES,
-    DetectionsResult,
-    InstrumentDetector,
-    TimelineResult,
-    evaluate_detector,
-    instrument_timeline,
-    instruments_at,
-    make_detector_tools,
-    train_detector,
-)
-from tools.detector_convert import convert_coco, convert_masks, convert_voc
-from tools.detector_data import inspect_dataset
-from tools.detector_types import Detection, FrameDetections, box_iou, build_timeline
-from tools.errors import ConfigError, ToolInputError
-from tools.video import open_case
 
 # The scene video: what is on screen when (seconds; end excluded) and where.
 SCHEDULE = [
@@ -635,7 +634,7 @@ def test_cli_train_and_eval(tmp_path: Path, trained: TinyDetector) -> None:
 
 def test_importing_the_detector_loads_no_torch() -> None:
     code = (
-        "import sys, tools.detector, agent.commands.detector; "
+        "import sys, surgagent.tools.detector.engine, surgagent.cli.detector; "
         "heavy = [m for m in ('torch', 'ultralytics', 'cv2') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

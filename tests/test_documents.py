@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.documents import SUPPORTED_SUFFIXES, document_id, read_document
-from knowledge.errors import DocumentError
-from knowledge.passages import Passage
+from surgagent.knowledge.documents import SUPPORTED_SUFFIXES, document_id, read_document
+from surgagent.knowledge.errors import DocumentError
+from surgagent.knowledge.passages import Passage
 from tests.fixtures.documents import pdf_bytes as _pdf
 
 SENTENCE = "The critical view of safety needs two structures entering the gallbladder."

@@ -9,17 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.loaders import (
-    LOADERS,
-    AnnotationError,
-    build_task_set,
-    get_loader,
-    stratified_sample,
-)
-from evals.loaders._base import clock, sample_times, time_tag
-from evals.loaders.cholect50 import CHOLECT50_TRIPLETS, triplet_names
-from evals.records import TaskRecord, read_tasks, write_tasks
-from tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from surgagent.evals.loaders import LOADERS, build_task_set, get_loader, stratified_sample
+from surgagent.evals.loaders._base import AnnotationError, clock, sample_times, time_tag
+from surgagent.evals.loaders.cholect50 import CHOLECT50_TRIPLETS, triplet_names
+from surgagent.evals.records import TaskRecord, read_tasks, write_tasks
+from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 # -- builders of native layouts ---------------------------------------------------------------
 

@@ -12,24 +12,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evals.metrics import (
+from surgagent.evals.metrics import (
     ARENA_TASKS,
     TASK_METRICS,
     box_iou,
     cvs_scores,
     item_correct,
     label_scores,
-    score_cholec80_dirs,
     score_task,
     set_f1,
     triplet_ids,
     triplet_map,
 )
-from evals.parsers import PARSERS, gold_value, parse_answer
-from evals.records import TaskRecord
-from tools.answers import Parsed
-from tools.phase_data import write_cholec80_phase_file
-from tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from surgagent.evals.parsers import PARSERS, gold_value, parse_answer
+from surgagent.evals.phase_files import score_cholec80_dirs
+from surgagent.evals.records import TaskRecord
+from surgagent.tools.answers import Parsed
+from surgagent.tools.phase.annotations import write_cholec80_phase_file
+from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 REFERENCE = Path("/work/shared/reference/cholect50_vocabulary.json")
 

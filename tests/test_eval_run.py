@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-from evals.records import read_results, read_tasks
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.evals.records import read_results, read_tasks
+from surgagent.tools.phase.annotations import write_cholec80_phase_file
+from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 from tests.fixtures.videos import write_video
-from tools.phase_data import write_cholec80_phase_file
-from tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 REPO = Path(__file__).resolve().parents[1]
 DURATIONS = [20, 40, 20, 40, 20, 20, 20]  # seconds per Cholec80 phase: 180 s videos
@@ -109,7 +109,7 @@ class Model:
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
+        [sys.executable, "-m", "surgagent", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
@@ -142,7 +142,7 @@ def test_tasks_run_killed_resumed_and_reported(tmp_path: Path) -> None:
     model = Model(tasks_file)
     with ScriptedOpenAIServer(model, latency=0.15) as server:
         env = model_env(server)
-        command = [sys.executable, "-m", "agent", "eval", "run", str(tasks_file)]
+        command = [sys.executable, "-m", "surgagent", "eval", "run", str(tasks_file)]
         command += ["--out", str(run_dir), "--systems", "agent,direct", "--concurrency", "2"]
         first = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO)
         results = run_dir / "results.jsonl"

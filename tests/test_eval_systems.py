@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.settings import get_settings
-from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-from evals.loaders import build_task_set
-from evals.records import read_results, shard, write_tasks
-from evals.report import build_report
-from evals.runner import run_eval
-from evals.systems import make_systems
+from surgagent.agent.settings import get_settings
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.evals.loaders import build_task_set
+from surgagent.evals.records import read_results, shard, write_tasks
+from surgagent.evals.report import build_report
+from surgagent.evals.runner import run_eval
+from surgagent.evals.systems import make_systems
 from tests.test_eval_run import write_cholec80
 
 
@@ -160,9 +160,9 @@ def test_failures_are_recorded_then_retried(dataset: Path, tmp_path: Path) -> No
 
 
 def test_eval_score_cli_on_phase_files(tmp_path: Path) -> None:
-    from agent.cli import app
-    from tools.phase_data import write_cholec80_phase_file
-    from tools.vocabulary import CHOLEC80_PHASES
+    from surgagent.cli.main import app
+    from surgagent.tools.phase.annotations import write_cholec80_phase_file
+    from surgagent.tools.vocabulary import CHOLEC80_PHASES
 
     gold, pred = tmp_path / "gold", tmp_path / "pred"
     labels = [0] * 60 + [1] * 60

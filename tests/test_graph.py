@@ -12,12 +12,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.messages.tool import invalid_tool_call
 from langchain_core.tools import tool
 
-from agent.api import SurgicalAgent
-from agent.errors import UserError
-from agent.settings import get_settings
-from agent.testing.scripted import ScriptedChatModel, call, calls, say
-from graphs.nodes import route_after_plan, route_after_tools
-from tools.errors import BackendError, ToolInputError
+from surgagent.agent.api import SurgicalAgent
+from surgagent.agent.errors import UserError
+from surgagent.agent.settings import get_settings
+from surgagent.agent.testing.scripted import ScriptedChatModel, call, calls, say
+from surgagent.graphs.nodes import route_after_plan, route_after_tools
+from surgagent.tools.errors import BackendError, ToolInputError
 
 
 def make_agent(
@@ -292,7 +292,7 @@ def test_in_process_transformers_planner_end_to_end(
     case_video: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """The README's default path: a Qwen3.5 checkpoint loaded in-process plans over the case."""
-    from agent.testing.tiny_qwen import build_tiny_qwen3_5
+    from surgagent.agent.testing.tiny_qwen import build_tiny_qwen3_5
 
     model_dir = build_tiny_qwen3_5(tmp_path_factory.mktemp("models") / "tiny-qwen3_5")
     agent = SurgicalAgent.from_settings(

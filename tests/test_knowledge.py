@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.embeddings import Embedder
-from knowledge.errors import KnowledgeError, UnknownNameError
-from knowledge.passages import CORPUS_DIR, Passage, load_corpus
-from knowledge.store import KnowledgeStore
+from surgagent.knowledge.embeddings import Embedder
+from surgagent.knowledge.errors import KnowledgeError, UnknownNameError
+from surgagent.knowledge.passages import CORPUS_DIR, Passage, load_corpus
+from surgagent.knowledge.store import KnowledgeStore
+from surgagent.tools.retrieval.types import TOPICS
 from tests.fixtures.documents import pdf_bytes
 from tests.fixtures.embeddings import build_tiny_sentence_model
 from tests.fixtures.engines import no_network
-from tools.retrieval import TOPICS
 
 
 def passage(pid: str, text: str, topic: str = "cvs", source: str = "SAGES") -> Passage:
@@ -233,8 +233,8 @@ def test_chroma_never_reaches_for_its_default_model(
 READER = """
 import json, sys, time
 from pathlib import Path
-from knowledge.embeddings import Embedder
-from knowledge.store import KnowledgeStore
+from surgagent.knowledge.embeddings import Embedder
+from surgagent.knowledge.store import KnowledgeStore
 root, stop, out = map(Path, sys.argv[1:4])
 store = KnowledgeStore(root, Embedder(), corpus=[])
 with out.open("w") as log:

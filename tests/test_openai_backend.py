@@ -21,13 +21,12 @@ from langchain_core.messages import (
 )
 from langchain_core.tools import tool
 
-from agent.backends import load_backend
-from agent.backends._messages import REASONING_KEY
-from agent.backends.openai import OpenAIChat
-from agent.errors import ConfigError
-from agent.settings import ModelSettings, PerceptionSettings
-from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-from tools.errors import BackendError
+from surgagent.agent.backends import load_backend
+from surgagent.agent.backends._messages import REASONING_KEY
+from surgagent.agent.backends.openai import OpenAIChat
+from surgagent.agent.settings import ModelSettings, PerceptionSettings
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.tools.errors import BackendError, ConfigError
 
 MODEL = "Qwen/Qwen3.5-9B"
 QUESTION = [SystemMessage("You review surgical videos."), HumanMessage("Which phase is this?")]

@@ -9,14 +9,14 @@ import re
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 
-from agent.backends._messages import REASONING_KEY
-from agent.backends._parsing import (
+from surgagent.agent.backends._messages import REASONING_KEY
+from surgagent.agent.backends._parsing import (
     StreamSplitter,
     invalid_call_error,
     parse_reply,
     parse_tool_calls,
-    split_thinking,
 )
+from surgagent.tools.answers import split_thinking
 
 
 def xml_call(name: str, **params: object) -> str:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from langchain_core.messages import ToolMessage
 
-from agent.api import SurgicalAgent
-from agent.backends import load_backend
-from agent.settings import get_settings
-from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-from agent.testing.scripted import ScriptedChatModel, call, say
+from surgagent.agent.api import SurgicalAgent
+from surgagent.agent.backends import load_backend
+from surgagent.agent.settings import get_settings
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.agent.testing.scripted import ScriptedChatModel, call, say
 
 
 def perception_agent(server: ScriptedOpenAIServer, replies: list, **overrides) -> SurgicalAgent:

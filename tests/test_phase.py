@@ -22,27 +22,17 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from typer.testing import CliRunner
 
-from agent.commands.phase import app as phase_app
-from agent.errors import UserError
-from tests.fixtures.videos import random_bytes_file, write_frame_folder, write_video
-from tools.errors import CaseError, ConfigError, ToolInputError
-from tools.phase import (
-    PhaseAtResult,
-    PhasePrediction,
-    PhaseSegmenter,
-    PhaseSegmentsResult,
-    make_phase_tools,
-    phase_at,
-    phase_segments,
-)
-from tools.phase_data import (
-    TrainProgress,
+from surgagent.agent.errors import UserError
+from surgagent.cli.phase import app as phase_app
+from surgagent.tools.cache import Case, CaseCache
+from surgagent.tools.errors import CaseError, ConfigError, ToolInputError
+from surgagent.tools.phase.annotations import (
     align_labels,
     read_cholec80_phase_file,
-    train_segmenter,
     write_cholec80_phase_file,
 )
-from tools.phase_model import (
+from surgagent.tools.phase.engine import PhaseSegmenter
+from surgagent.tools.phase.model import (
     BackboneSpec,
     FeatureExtractor,
     HeadConfig,
@@ -50,7 +40,11 @@ from tools.phase_model import (
     learned_transitions,
     viterbi,
 )
-from tools.video import Case, CaseCache, open_case
+from surgagent.tools.phase.tools import make_phase_tools, phase_at, phase_segments
+from surgagent.tools.phase.train import TrainProgress, train_segmenter
+from surgagent.tools.phase.types import PhaseAtResult, PhasePrediction, PhaseSegmentsResult
+from surgagent.tools.video.engine import open_case
+from tests.fixtures.videos import random_bytes_file, write_frame_folder, write_video
 
 PHASES = ["Access", "Dissection", "Clipping", "Closure"]
 COLOURS = [(200, 60, 60), (60, 180, 80), (70, 90, 210), (210, 200, 60)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.phase_metrics import (
+from surgagent.evals.phase_metrics import (
     VARIANTS,
     PhaseRule,
     Variant,

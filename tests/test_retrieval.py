@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from agent.api import SurgicalAgent
-from agent.settings import get_settings
-from agent.testing.scripted import ScriptedChatModel, call, say
-from knowledge.store import KnowledgeStore
-from tools.retrieval import GuidelineSearchArgs, search_guidelines
+from surgagent.agent.api import SurgicalAgent
+from surgagent.agent.settings import get_settings
+from surgagent.agent.testing.scripted import ScriptedChatModel, call, say
+from surgagent.knowledge.store import KnowledgeStore
+from surgagent.tools.retrieval.engine import search_guidelines
+from surgagent.tools.retrieval.types import GuidelineSearchArgs
 
 QUESTIONS = Path(__file__).parent / "data" / "retrieval"
 
@@ -151,8 +152,8 @@ def test_a_broken_store_ends_the_run_plainly(tmp_path: Path, minilm: Any, case_v
 def test_knowledge_commands(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
-    from agent.errors import UserError
+    from surgagent.agent.errors import UserError
+    from surgagent.cli.main import app
 
     runner = CliRunner()
     doc = tmp_path / "ward_protocol.md"
@@ -190,7 +191,7 @@ def test_knowledge_commands(tmp_path: Path) -> None:
 def test_cli_prints_citation_ids_and_frame_labels(
     corpus_store: KnowledgeStore, case_video: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent.cli import _print_result
+    from surgagent.cli.main import _print_result
 
     agent = knowledge_agent(
         corpus_store,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.settings import get_settings, reset_settings, setting_sources
+from surgagent.agent.settings import get_settings, reset_settings, setting_sources
 
 
 def test_defaults_give_each_role_its_own_thinking() -> None:
@@ -76,7 +76,7 @@ def test_langgraph_studio_graph_loads() -> None:
     spec = json.loads((Path(__file__).parents[1] / "langgraph.json").read_text())
     module_path, _, attr = spec["graphs"]["case_review"].partition(":")
     assert module_path == "./agent/studio.py"
-    from agent import studio
+    from surgagent.agent import studio
 
     graph = getattr(studio, attr)
     assert {"plan", "tools", "answer"} <= set(graph.get_graph().nodes)

@@ -19,22 +19,24 @@ import numpy as np
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from agent.api import SurgicalAgent
-from agent.backends import load_backend
-from agent.settings import get_settings
-from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-from agent.testing.scripted import ScriptedChatModel, call, say
+from surgagent.agent.api import SurgicalAgent
+from surgagent.agent.backends import load_backend
+from surgagent.agent.settings import get_settings
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.agent.testing.scripted import ScriptedChatModel, call, say
+from surgagent.tools.base import format_time
+from surgagent.tools.cache import CaseCache
+from surgagent.tools.detector.engine import InstrumentDetector
+from surgagent.tools.perception.engine import cross_check
+from surgagent.tools.perception.types import PerceptionResult
+from surgagent.tools.phase.annotations import write_cholec80_phase_file
+from surgagent.tools.phase.engine import PhaseSegmenter
+from surgagent.tools.phase.model import HeadConfig
+from surgagent.tools.phase.train import train_segmenter
+from surgagent.tools.video.engine import open_case
 from tests.fixtures.engines import IMGSZ, SIZE, TinyDetector
 from tests.fixtures.videos import write_video
 from tests.fixtures.yolo import Box, draw_scene
-from tools.base import format_time
-from tools.cache import CaseCache
-from tools.detector import InstrumentDetector
-from tools.perception import PerceptionResult, cross_check
-from tools.phase import PhaseSegmenter
-from tools.phase_data import train_segmenter, write_cholec80_phase_file
-from tools.phase_model import HeadConfig
-from tools.video import open_case
 
 PHASES = ["CalotTriangleDissection", "ClippingCutting", "GallbladderDissection"]
 BORDERS = [(150, 40, 200), (40, 200, 200), (240, 130, 20)]

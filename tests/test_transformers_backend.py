@@ -26,15 +26,14 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from agent.backends import load_backend
-from agent.backends._messages import REASONING_KEY
-from agent.backends._parsing import invalid_call_error
-from agent.backends.base import image_parts
-from agent.backends.transformers import TransformersChat, clear_model_cache
-from agent.errors import BackendError, ConfigError
-from agent.settings import ModelSettings
-from agent.testing import build_tiny_qwen2_5_vl, build_tiny_qwen3_5
-from tools.vision import VisionAnswer
+from surgagent.agent.backends import load_backend
+from surgagent.agent.backends._messages import REASONING_KEY
+from surgagent.agent.backends._parsing import invalid_call_error
+from surgagent.agent.backends.transformers import TransformersChat, clear_model_cache
+from surgagent.agent.settings import ModelSettings
+from surgagent.agent.testing.tiny_qwen import build_tiny_qwen2_5_vl, build_tiny_qwen3_5
+from surgagent.tools.errors import BackendError, ConfigError
+from surgagent.tools.vision import VisionAnswer, image_parts
 
 pytest.importorskip("torch")
 
@@ -154,7 +153,7 @@ def test_prompt_renders_tools_past_calls_and_merged_tool_results(qwen35: Path) -
 
 
 def test_rendered_past_calls_parse_back_to_the_same_calls(qwen35: Path) -> None:
-    from agent.backends._parsing import parse_tool_calls
+    from surgagent.agent.backends._parsing import parse_tool_calls
 
     prompt, _ = backend(qwen35).render(tool_loop(), tools=[GET_FRAME])
     turn = prompt.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from agent.settings import get_settings
+from surgagent.agent.settings import get_settings
+from surgagent.tools.errors import CaseError
+from surgagent.ui import views
+from surgagent.ui.app import ReviewServer
+from surgagent.ui.store import SessionIndex, UploadError, store_upload
 from tests.fixtures.videos import random_bytes_file
-from tools.errors import CaseError
-from ui import views
-from ui.app import ReviewServer
-from ui.store import SessionIndex, UploadError, store_upload
 
 
 def test_uploads_are_checked_and_kept_inside_the_data_dir(tmp_path: Path, case_video: Path):
@@ -92,7 +92,9 @@ def test_views_make_moments_clickable() -> None:
 
 def test_token_protects_a_shared_server(tmp_path: Path) -> None:
     server = ReviewServer(get_settings(knowledge={"enabled": False}))
-    page = server.build()
+    from surgagent.ui.page import build_page
+
+    page = build_page(server)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.tools.cache import CaseCache
 from tests.fixtures.engines import TinyDetector
 from tests.test_tool_chain import CASE, PHASES, make_case, train_chain_segmenter
-from tools.cache import CaseCache
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -83,7 +83,7 @@ class Server:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "agent", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "surgagent", "serve", "--port", str(self.port)]
         self.process = subprocess.Popen(
             command, env={**os.environ, **self.env}, cwd=REPO, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

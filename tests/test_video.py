@@ -16,6 +16,17 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
+from surgagent.tools.cache import Case, CaseCache
+from surgagent.tools.errors import CaseError, ToolInputError
+from surgagent.tools.video.engine import (
+    clip_times,
+    index_case,
+    load_image,
+    open_case,
+    sample_frames,
+)
+from surgagent.tools.video.tools import look_at_frames, make_video_tools
+from surgagent.tools.video.types import FramesResult
 from tests.fixtures.videos import (
     color_index,
     corrupt_copy,
@@ -24,19 +35,6 @@ from tests.fixtures.videos import (
     truncated_copy,
     write_frame_folder,
     write_video,
-)
-from tools.errors import CaseError, ToolInputError
-from tools.video import (
-    Case,
-    CaseCache,
-    FramesResult,
-    clip_times,
-    index_case,
-    load_image,
-    look_at_frames,
-    make_video_tools,
-    open_case,
-    sample_frames,
 )
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample_case" / "sample_lapchole.mp4"

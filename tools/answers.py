@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from tools.vocabulary import GRID_CELLS
+from surgagent.tools.vocabulary import GRID_CELLS
 
 __all__ = [
     "Box",

@@ -17,7 +17,7 @@ from typing import Literal
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict
 
-from tools.errors import ToolInputError
+from surgagent.tools.errors import ToolInputError
 
 __all__ = [
     "Evidence",

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tools.base import format_time
-from tools.errors import ToolInputError
+from surgagent.tools.base import format_time
+from surgagent.tools.errors import ToolInputError
 
 try:  # POSIX; elsewhere the registry falls back to last-writer-wins.
     import fcntl

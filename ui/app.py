@@ -6,13 +6,12 @@ Tools that are not configured are shown as unavailable; a model endpoint that is
 banner and the page keeps working.
 
     server = ReviewServer(get_settings())
-    server.build().launch(server_name="127.0.0.1", server_port=7860, **server.launch_options())
+    result = next(stream_answer(server, "When is the clipper first seen?", "case.mp4", "s1"))
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import uuid
@@ -20,19 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.answers import split_thinking
-from tools.base import format_time
-from ui import views
-from ui.store import VIDEO_SUFFIXES, SessionIndex, store_upload
+from surgagent.tools.answers import split_thinking
+from surgagent.tools.base import format_time
+from surgagent.ui import views
+from surgagent.ui.store import VIDEO_SUFFIXES, SessionIndex, store_upload
 
 if TYPE_CHECKING:
-    import gradio as gr
+    from surgagent.agent.api import AnswerResult, SurgicalAgent
+    from surgagent.agent.settings import Settings
+    from surgagent.tools.cache import Case
 
-    from agent.api import AnswerResult, SurgicalAgent
-    from agent.settings import Settings
-    from tools.cache import Case
-
-__all__ = ["ReviewServer", "serve"]
+__all__ = ["ReviewServer", "key_frames", "new_session_id", "stream_answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +43,8 @@ class ReviewServer:
     """
 
     def __init__(self, settings: Settings, *, max_upload_mb: float = 4096) -> None:
-        from agent.api import load_engines
-        from tools.cache import CaseCache
+        from surgagent.agent.api import load_engines
+        from surgagent.tools.cache import CaseCache
 
         self.settings = settings
         self.max_upload_mb = max_upload_mb
@@ -62,8 +59,8 @@ class ReviewServer:
 
     def agent(self) -> tuple[SurgicalAgent | None, str | None]:
         """The agent, or None and a sentence saying why (e.g. the model endpoint is down)."""
-        from agent.api import SurgicalAgent
-        from agent.errors import SurgAgentError
+        from surgagent.agent.api import SurgicalAgent
+        from surgagent.tools.errors import SurgAgentError
 
         with self._lock:
             if self._agent is None:
@@ -94,7 +91,7 @@ class ReviewServer:
         Raises:
             CaseError: If it cannot be read.
         """
-        from tools.video import open_case
+        from surgagent.tools.video.engine import open_case
 
         return open_case(Path(path), self.cache)
 
@@ -105,7 +102,7 @@ class ReviewServer:
             UploadError: For a wrong type, size or an empty file.
             CaseError: For a file that does not decode as a video.
         """
-        from tools.errors import CaseError
+        from surgagent.tools.errors import CaseError
 
         stored = store_upload(Path(temporary), self.uploads, max_mb=self.max_upload_mb)
         try:
@@ -128,7 +125,7 @@ class ReviewServer:
 
     def timelines(self, case: Case) -> tuple[str, str]:
         """The phase ribbon and instrument timeline of a case (cached by the engines)."""
-        from agent.errors import SurgAgentError
+        from surgagent.tools.errors import SurgAgentError
 
         segmenter, detector = self.engines.get("segmenter"), self.engines.get("detector")
         ribbon = '<div class="unavailable">Phase segmenter unavailable (not configured).</div>'
@@ -194,12 +191,6 @@ class ReviewServer:
             options["auth_message"] = "Log in with any name and the server's token as password."
         return options
 
-    def build(self) -> gr.Blocks:
-        """The Gradio page."""
-        from ui.page import build_page
-
-        return build_page(self)
-
 
 def key_frames(server: ReviewServer, thread_id: str) -> list[tuple[Any, str]]:
     """Frames the last answer's tools looked at, with any detection boxes drawn."""
@@ -241,7 +232,7 @@ def stream_answer(
     if agent is None:
         yield "", None, problem
         return
-    from agent.errors import SurgAgentError
+    from surgagent.tools.errors import SurgAgentError
 
     text = ""
     try:
@@ -256,21 +247,3 @@ def stream_answer(
                 yield event.result.answer, event.result, problem
     except SurgAgentError as error:
         yield text, None, str(error)
-
-
-def serve(
-    settings: Settings,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 7860,
-    token: str | None = None,
-    max_upload_mb: float = 4096,
-) -> None:
-    """Start the review app and block until it is stopped."""
-    # Gradio keeps uploads in its temp dir: keep that inside the data dir, and never phone home.
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.data_dir / "ui" / "tmp"))
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    server = ReviewServer(settings, max_upload_mb=max_upload_mb)
-    page = server.build()
-    page.queue(default_concurrency_limit=4)
-    page.launch(server_name=host, server_port=port, **server.launch_options(token))

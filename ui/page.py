@@ -5,23 +5,26 @@ Right: the chat, then the last answer's evidence, key frames, guideline citation
 collapsible panel with the planner's reasoning and the tool trace.
 
     page = build_page(ReviewServer(get_settings()))
+    serve(get_settings(), port=7860, token="s3cret")  # blocks until stopped
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 # Imported at module level on purpose: Gradio reads handler annotations (``gr.Request``) from
-# this module's globals. Only `ReviewServer.build` imports this module.
+# this module's globals. Only `serve` (and tests) import this module.
 import gradio as gr
 
-from ui import views
-from ui.store import VIDEO_SUFFIXES, UploadError
+from surgagent.ui import views
+from surgagent.ui.app import ReviewServer, key_frames, new_session_id, stream_answer
+from surgagent.ui.store import VIDEO_SUFFIXES, UploadError
 
 if TYPE_CHECKING:
-    from ui.app import ReviewServer
+    from surgagent.agent.settings import Settings
 
-__all__ = ["build_page"]
+__all__ = ["build_page", "serve"]
 
 _URL_SCRIPT = """
 (session) => {
@@ -35,8 +38,7 @@ _URL_SCRIPT = """
 
 def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure per event)
     """Lay out the page and wire its events to ``server``."""
-    from agent.errors import SurgAgentError
-    from ui.app import key_frames, new_session_id, stream_answer
+    from surgagent.tools.errors import SurgAgentError
 
     def case_outputs(path: str, thread_id: str | None) -> tuple[Any, ...]:
         """Everything that changes when a case (and session) is opened."""
@@ -204,3 +206,21 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             outputs=[chat, question, evidence, frames, citations, trace, banner, sessions],
         )
     return page
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    token: str | None = None,
+    max_upload_mb: float = 4096,
+) -> None:
+    """Start the review app and block until it is stopped."""
+    # Gradio keeps uploads in its temp dir: keep that inside the data dir, and never phone home.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.data_dir / "ui" / "tmp"))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    server = ReviewServer(settings, max_upload_mb=max_upload_mb)
+    page = build_page(server)
+    page.queue(default_concurrency_limit=4)
+    page.launch(server_name=host, server_port=port, **server.launch_options(token))

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.base import format_time, parse_time
+from surgagent.tools.base import format_time, parse_time
 
 if TYPE_CHECKING:
-    from agent.api import AnswerResult
+    from surgagent.agent.api import AnswerResult
 
 __all__ = [
     "SEEK_SCRIPT",

@@ -10,18 +10,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from agent.errors import ConfigError
+from surgagent.tools.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agent.backends.base import ChatBackend
-    from agent.settings import ModelSettings
+    from surgagent.agent.backends.base import ChatBackend
+    from surgagent.agent.settings import ModelSettings
 
 __all__ = ["BACKENDS", "load_backend"]
 
 BACKENDS: dict[str, str] = {
-    "openai": "agent.backends.openai:OpenAIChat",
-    "transformers": "agent.backends.transformers:TransformersChat",
-    "vllm": "agent.backends.vllm:VLLMChat",
+    "openai": "surgagent.agent.backends.openai:OpenAIChat",
+    "transformers": "surgagent.agent.backends.transformers:TransformersChat",
+    "vllm": "surgagent.agent.backends.vllm:VLLMChat",
 }
 
 

@@ -21,8 +21,8 @@ from langchain_core.messages import AIMessage, InvalidToolCall, ToolCall
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 
-from agent.backends._messages import REASONING_KEY
-from tools.answers import THINK_CLOSE, THINK_OPEN, split_thinking
+from surgagent.agent.backends._messages import REASONING_KEY
+from surgagent.tools.answers import THINK_CLOSE, THINK_OPEN, split_thinking
 
 __all__ = [
     "ParsedCalls",

@@ -21,9 +21,9 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from agent.backends._messages import REASONING_KEY, message_text
-from agent.settings import ModelSettings
-from tools.vision import Usage, VisionAnswer, image_parts, image_to_data_url
+from surgagent.agent.backends._messages import REASONING_KEY, message_text
+from surgagent.agent.settings import ModelSettings
+from surgagent.tools.vision import Usage, VisionAnswer, image_parts, image_to_data_url
 
 if TYPE_CHECKING:
     from PIL.Image import Image

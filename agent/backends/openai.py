@@ -35,17 +35,16 @@ from langchain_core.messages.tool import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr
 
-from agent.backends._messages import REASONING_KEY, to_openai_messages
-from agent.backends._parsing import (
+from surgagent.agent.backends._messages import REASONING_KEY, to_openai_messages
+from surgagent.agent.backends._parsing import (
     StreamEvent,
     StreamSplitter,
     new_call_id,
     parse_tool_calls,
-    split_thinking,
 )
-from agent.backends.base import ChatBackend
-from agent.errors import ConfigError
-from tools.errors import BackendError, suggest
+from surgagent.agent.backends.base import ChatBackend
+from surgagent.tools.answers import split_thinking
+from surgagent.tools.errors import BackendError, ConfigError, suggest
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun

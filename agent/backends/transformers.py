@@ -26,10 +26,10 @@ from urllib.parse import urlparse
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from agent.backends._messages import REASONING_KEY, to_openai_messages
-from agent.backends._parsing import StreamSplitter, parse_reply
-from agent.backends.base import ChatBackend
-from agent.errors import BackendError, ConfigError
+from surgagent.agent.backends._messages import REASONING_KEY, to_openai_messages
+from surgagent.agent.backends._parsing import StreamSplitter, parse_reply
+from surgagent.agent.backends.base import ChatBackend
+from surgagent.tools.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun

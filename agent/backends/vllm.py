@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from agent.backends._messages import REASONING_KEY, to_openai_messages
-from agent.backends._parsing import parse_reply
-from agent.backends.base import ChatBackend
-from agent.backends.transformers import check_model
-from agent.errors import BackendError, ConfigError
+from surgagent.agent.backends._messages import REASONING_KEY, to_openai_messages
+from surgagent.agent.backends._parsing import parse_reply
+from surgagent.agent.backends.base import ChatBackend
+from surgagent.agent.backends.transformers import check_model
+from surgagent.tools.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun

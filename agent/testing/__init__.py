@@ -2,7 +2,7 @@
 
 Importing this package loads nothing heavy; each name imports its module on first use.
 
-    from agent.testing import build_tiny_qwen3_5
+    from surgagent.agent.testing import build_tiny_qwen3_5
     path = build_tiny_qwen3_5(tmp_path / "qwen3_5")
 """
 
@@ -23,21 +23,21 @@ __all__ = [
 ]
 
 _LAZY = {
-    "build_tiny_qwen3_5": "agent.testing.tiny_qwen",
-    "build_tiny_qwen2_5_vl": "agent.testing.tiny_qwen",
-    "ScriptedChatModel": "agent.testing.scripted",
-    "call": "agent.testing.scripted",
-    "calls": "agent.testing.scripted",
-    "say": "agent.testing.scripted",
-    "ScriptedOpenAIServer": "agent.testing.openai_server",
-    "ScriptedReply": "agent.testing.openai_server",
+    "build_tiny_qwen3_5": "surgagent.agent.testing.tiny_qwen",
+    "build_tiny_qwen2_5_vl": "surgagent.agent.testing.tiny_qwen",
+    "ScriptedChatModel": "surgagent.agent.testing.scripted",
+    "call": "surgagent.agent.testing.scripted",
+    "calls": "surgagent.agent.testing.scripted",
+    "say": "surgagent.agent.testing.scripted",
+    "ScriptedOpenAIServer": "surgagent.agent.testing.openai_server",
+    "ScriptedReply": "surgagent.agent.testing.openai_server",
 }
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'agent.testing' has no attribute {name!r}")
+        raise AttributeError(f"module 'surgagent.agent.testing' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 
 

@@ -23,7 +23,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from pydantic import Field
 
-from tools.errors import BackendError
+from surgagent.tools.errors import BackendError
 
 __all__ = ["ScriptedChatModel", "call", "calls", "say"]
 

@@ -55,12 +55,16 @@ _SEED = 1234
 
 
 def chat_template(name: str = "qwen3_5") -> str:
-    """The text of a chat template shipped in `agent.testing` (``qwen3_5`` or ``qwen2_5_vl``).
+    """The text of a chat template shipped with this package (``qwen3_5`` or ``qwen2_5_vl``).
 
     Raises:
         FileNotFoundError: If no template of that name ships.
     """
-    return resources.files("agent.testing").joinpath(f"{name}_chat_template.jinja").read_text()
+    return (
+        resources.files("surgagent.agent.testing")
+        .joinpath(f"{name}_chat_template.jinja")
+        .read_text()
+    )
 
 
 def _tokenizer(cls: Any) -> PreTrainedTokenizerBase:

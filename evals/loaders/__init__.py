@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.loaders._base import AnnotationError, Loader, close_match
-from evals.loaders.cholec80 import Cholec80Loader
-from evals.loaders.cholect50 import CholecT50Loader
-from evals.loaders.endoscapes import EndoscapesLoader
-from evals.loaders.endovis17 import EndoVis17Loader
-from evals.loaders.endovis18 import EndoVis18VQALoader
-from evals.loaders.sar_rarp50 import SarRarp50Loader
-from evals.loaders.surgvlm import SurgVLMLoader
-from evals.records import TaskRecord
+from surgagent.evals.loaders._base import AnnotationError, Loader, close_match
+from surgagent.evals.loaders.cholec80 import Cholec80Loader
+from surgagent.evals.loaders.cholect50 import CholecT50Loader
+from surgagent.evals.loaders.endoscapes import EndoscapesLoader
+from surgagent.evals.loaders.endovis17 import EndoVis17Loader
+from surgagent.evals.loaders.endovis18 import EndoVis18VQALoader
+from surgagent.evals.loaders.sar_rarp50 import SarRarp50Loader
+from surgagent.evals.loaders.surgvlm import SurgVLMLoader
+from surgagent.evals.records import TaskRecord
 
 __all__ = [
     "LOADERS",

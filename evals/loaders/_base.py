@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evals.records import TaskRecord
+from surgagent.evals.records import TaskRecord
 
 __all__ = [
     "AnnotationError",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.loaders._base import AnnotationError, close_match
-from tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from surgagent.evals.loaders._base import AnnotationError, close_match
+from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 __all__ = ["VIDEO_FPS", "PhaseTrack", "ToolTrack", "read_phase_file", "read_tool_file"]
 
@@ -138,8 +138,8 @@ def read_phase_file(path: Path) -> PhaseTrack:
     Raises:
         AnnotationError: For an unreadable or malformed file (naming the file and line).
     """
-    from tools.errors import CaseError
-    from tools.phase_data import read_cholec80_phase_file
+    from surgagent.tools.errors import CaseError
+    from surgagent.tools.phase.annotations import read_cholec80_phase_file
 
     try:
         labels, fps = read_cholec80_phase_file(path, CHOLEC80_PHASES, video_fps=VIDEO_FPS)

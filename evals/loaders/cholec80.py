@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.loaders._base import (
+from surgagent.evals.loaders._base import (
     Loader,
     clock,
     relative,
@@ -32,9 +32,14 @@ from evals.loaders._base import (
     take_options,
     time_tag,
 )
-from evals.loaders._cholec80_tracks import PhaseTrack, ToolTrack, read_phase_file, read_tool_file
-from evals.records import Media, TaskRecord
-from tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from surgagent.evals.loaders._cholec80_tracks import (
+    PhaseTrack,
+    ToolTrack,
+    read_phase_file,
+    read_tool_file,
+)
+from surgagent.evals.records import Media, TaskRecord
+from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 __all__ = ["Cholec80Loader"]
 

@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from evals.loaders._base import AnnotationError, Loader, relative, take_options
-from evals.records import Media, TaskRecord
-from tools.vocabulary import CHOLECT50_INSTRUMENTS, CHOLECT50_TARGETS, CHOLECT50_VERBS
+from surgagent.evals.loaders._base import AnnotationError, Loader, relative, take_options
+from surgagent.evals.records import Media, TaskRecord
+from surgagent.tools.vocabulary import CHOLECT50_INSTRUMENTS, CHOLECT50_TARGETS, CHOLECT50_VERBS
 
 __all__ = ["CHOLECT50_PHASES", "CHOLECT50_TRIPLETS", "CholecT50Loader", "triplet_names"]
 

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evals.loaders._base import AnnotationError, Loader, relative, take_options
-from evals.records import Media, TaskRecord
-from tools.vocabulary import CVS_CRITERIA
+from surgagent.evals.loaders._base import AnnotationError, Loader, relative, take_options
+from surgagent.evals.records import Media, TaskRecord
+from surgagent.tools.vocabulary import CVS_CRITERIA
 
 __all__ = ["EndoscapesLoader"]
 

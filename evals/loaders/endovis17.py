@@ -23,8 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from evals.loaders._base import AnnotationError, Loader, case_names, relative, take_options
-from evals.records import Media, TaskRecord
+from surgagent.evals.loaders._base import (
+    AnnotationError,
+    Loader,
+    case_names,
+    relative,
+    take_options,
+)
+from surgagent.evals.records import Media, TaskRecord
 
 __all__ = ["EndoVis17Loader", "instrument_name", "mask_box"]
 

@@ -20,8 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evals.loaders._base import AnnotationError, Loader, case_names, relative, take_options
-from evals.records import Media, TaskRecord
+from surgagent.evals.loaders._base import (
+    AnnotationError,
+    Loader,
+    case_names,
+    relative,
+    take_options,
+)
+from surgagent.evals.records import Media, TaskRecord
 
 __all__ = ["ENDOVIS18_VQA_CLASSES", "EndoVis18VQALoader"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.loaders._base import (
+from surgagent.evals.loaders._base import (
     AnnotationError,
     Loader,
     case_names,
@@ -32,8 +32,8 @@ from evals.loaders._base import (
     take_options,
     time_tag,
 )
-from evals.records import Media, TaskRecord
-from tools.vocabulary import SAR_RARP50_ACTIONS
+from surgagent.evals.records import Media, TaskRecord
+from surgagent.tools.vocabulary import SAR_RARP50_ACTIONS
 
 __all__ = ["SarRarp50Loader", "read_action_file"]
 

@@ -28,8 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from evals.loaders._base import AnnotationError, Loader, relative, take_options
-from evals.records import Media, TaskRecord
+from surgagent.evals.loaders._base import AnnotationError, Loader, relative, take_options
+from surgagent.evals.records import Media, TaskRecord
 
 __all__ = ["SurgVLMLoader", "qa_type"]
 

@@ -1,1 +1,0 @@
-"""Sub-commands of the ``surgagent`` CLI, one typer app per noun (``surgagent phase ...``)."""

@@ -1,0 +1,1 @@
+"""The detector room: YOLO detection, ByteTrack timelines, tools, training, conversion."""

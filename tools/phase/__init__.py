@@ -1,0 +1,1 @@
+"""The phase room: the temporal phase segmenter, its tools, annotations, features and training."""

@@ -1,0 +1,1 @@
+"""The retrieval room: guideline passages from the knowledge store, quoted as data."""
