@@ -31,6 +31,7 @@ from surgagent.graphs.context import RunContext
 from surgagent.graphs.result import AnswerStatus
 from surgagent.graphs.state import CaseReviewState
 from surgagent.graphs.turn import build_result, current_turn, describe_case
+from surgagent.tools.base import ToolRecord
 from surgagent.tools.errors import BackendError
 from surgagent.tools.vision import image_to_data_url
 
@@ -101,7 +102,7 @@ def _with_images(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMe
     for index, message in enumerate(messages):
         out.append(message)
         if index >= turn_start and isinstance(message, ToolMessage):
-            new_paths = message.response_metadata.get("images", [])
+            new_paths = ToolRecord.of(message).images
             paths += new_paths
             tools |= {message.name or "tool"} if new_paths else set()
         next_is_tool = index + 1 < len(messages) and isinstance(messages[index + 1], ToolMessage)
@@ -180,7 +181,7 @@ def route_after_tools(state: CaseReviewState) -> Literal["plan", "answer"]:
     for message in reversed(state["messages"]):
         if not isinstance(message, ToolMessage):
             break
-        if message.response_metadata.get("backend_error"):
+        if ToolRecord.of(message).backend_failure:
             return "answer"
     return "plan"
 
@@ -241,6 +242,6 @@ def _tool_backend_error(messages: Sequence[AnyMessage]) -> str | None:
     for message in reversed(messages):
         if not isinstance(message, ToolMessage):
             return None
-        if message.response_metadata.get("backend_error"):
+        if ToolRecord.of(message).backend_failure:
             return str(message.content)
     return None

@@ -1,8 +1,8 @@
 """The tools node: LangGraph's ToolNode plus retries, timing, repeat detection and evidence.
 
 Input errors (`ToolInputError`, bad arguments, unknown tools) go back to the planner as
-error tool messages. Backend errors are retried ``tool_retries`` times, then the message
-is marked ``response_metadata["backend_error"]`` and the run ends with ``status="error"``.
+error tool messages. Backend errors are retried ``tool_retries`` times, then the message's
+`ToolRecord` marks a backend failure and the run ends with ``status="error"``.
 
     node = build_tools_node(tools)
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
@@ -20,7 +19,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
 from langgraph.types import Command
 
-from surgagent.tools.base import ToolResult
+from surgagent.tools.base import ToolRecord, ToolResult
 from surgagent.tools.errors import BackendError, ToolInputError
 
 __all__ = ["MAX_TOOL_TEXT", "build_tools_node"]
@@ -58,30 +57,33 @@ def _same_call_earlier(request: ToolCallRequest) -> bool:
 
 
 def _annotate(message: ToolMessage, duration_s: float) -> ToolMessage:
-    """Record timing, images and evidence on the message; store the artifact as plain data."""
-    meta: dict[str, Any] = {"duration_s": round(duration_s, 4)}
+    """Record timing and images on the message; store the result as plain data.
+
+    The result (a `ToolResult`) is dumped to JSON so checkpoints stay portable;
+    `surgagent.tools.results.read_result` reads it back as its typed model.
+    """
+    record = ToolRecord(duration_s=round(duration_s, 4))
     artifact = message.artifact
     if isinstance(artifact, ToolResult):
-        meta["images"] = [str(path) for path in artifact.image_paths()]
-        meta["evidence"] = [item.model_dump(mode="json") for item in artifact.evidence()]
-        meta["result_type"] = f"{type(artifact).__module__}.{type(artifact).__qualname__}"
+        record.images = [str(path) for path in artifact.image_paths()]
         message.artifact = artifact.model_dump(mode="json")
     text = message.content if isinstance(message.content, str) else str(message.content)
     if len(text) > MAX_TOOL_TEXT:
         message.content = text[:MAX_TOOL_TEXT] + " [...cut; the full result is kept]"
-    message.response_metadata = {**message.response_metadata, **meta}
+    record.attach(message)
     return message
 
 
 def _backend_failure(request: ToolCallRequest, error: BackendError, tries: int) -> ToolMessage:
     call = request.tool_call
-    return ToolMessage(
+    message = ToolMessage(
         content=f"{call['name']} failed after {tries} tries: {error}",
         name=call["name"],
         tool_call_id=call["id"],
         status="error",
-        response_metadata={"backend_error": True},
     )
+    ToolRecord(backend_failure=True).attach(message)
+    return message
 
 
 def _run_with_retries(

@@ -13,7 +13,9 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMes
 
 from surgagent.graphs.result import AnswerResult, AnswerStatus, Citation, TraceStep
 from surgagent.tools.answers import split_thinking
-from surgagent.tools.base import Evidence, format_time
+from surgagent.tools.base import Evidence, ToolRecord, format_time
+from surgagent.tools.results import GuidelineSearchResult, read_result
+from surgagent.tools.retrieval.types import RetrievedPassage
 from surgagent.tools.vision import Usage
 
 if TYPE_CHECKING:
@@ -75,7 +77,7 @@ def _trace(turn: Sequence[AnyMessage]) -> list[TraceStep]:
                     node="tools",
                     tool=message.name,
                     args=calls.get(message.tool_call_id, {}),
-                    duration_s=float(message.response_metadata.get("duration_s", 0.0)),
+                    duration_s=ToolRecord.of(message).duration_s,
                     error=text if failed else None,
                     summary="" if failed else text[:200],
                 )
@@ -105,11 +107,11 @@ def build_result(
                 completion_tokens=meta.get("output_tokens", 0),
             )
         elif isinstance(message, ToolMessage):
-            usage += Usage(images=len(message.response_metadata.get("images", [])))
-            for item in message.response_metadata.get("evidence", []):
-                parsed = Evidence.model_validate(item)
-                if parsed not in evidence:
-                    evidence.append(parsed)
+            usage += Usage(images=len(ToolRecord.of(message).images))
+            result = read_result(message)
+            for item in result.evidence() if result else []:
+                if item not in evidence:
+                    evidence.append(item)
     if error:
         answer = error
     elif not answer:
@@ -139,15 +141,16 @@ def ground_citations(turn: Sequence[AnyMessage], answer: str) -> tuple[list[Cita
     with their source metadata. A cited id that was never retrieved is dropped with a
     warning, and so is an answer that retrieved guidelines but cites none of them.
     """
-    retrieved: dict[str, dict[str, Any]] = {}
+    retrieved: dict[str, RetrievedPassage] = {}
     for message in turn:
-        if isinstance(message, ToolMessage) and isinstance(message.artifact, dict):
-            for passage in message.artifact.get("passages") or []:
-                retrieved.setdefault(passage["id"], passage)
+        result = read_result(message)
+        if isinstance(result, GuidelineSearchResult):
+            for passage in result.passages:
+                retrieved.setdefault(passage.id, passage)
     cited = list(dict.fromkeys(_CITED_ID.findall(answer)))
     fields = set(Citation.model_fields) - {"passage_id"}
     citations = [
-        Citation(passage_id=pid, **{k: v for k, v in retrieved[pid].items() if k in fields})
+        Citation(passage_id=pid, **retrieved[pid].model_dump(include=fields))
         for pid in cited
         if pid in retrieved
     ]

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from surgagent.cli.detector import app as detector_app
 from surgagent.graphs.tool_calls import build_tools_node
+from surgagent.tools.base import ToolRecord
 from surgagent.tools.cache import Case, CaseCache
 from surgagent.tools.detector.convert import convert_coco, convert_masks, convert_voc
 from surgagent.tools.detector.data import DEFAULT_CLASSES, inspect_dataset
@@ -39,6 +40,7 @@ from surgagent.tools.detector.types import (
     build_timeline,
 )
 from surgagent.tools.errors import ConfigError, ToolInputError
+from surgagent.tools.results import read_result
 from surgagent.tools.video.engine import open_case
 from tests.fixtures.engines import EPOCHS, IMGSZ, NAMES, SIZE, TinyDetector, no_network
 from tests.fixtures.videos import write_video
@@ -333,9 +335,11 @@ def test_tool_evidence_through_the_agent_tools_node(
     reply = run_tool(
         Ctx(case, cache, detector), "instrument_timeline", {"instrument": "Hook"}, node
     )
-    (item,) = reply.response_metadata["evidence"]
-    assert item["kind"] == "detection" and item["tool"] == "instrument_timeline"
-    assert item["time"] == pytest.approx(6.0, abs=0.6) and reply.response_metadata["images"] == []
+    result = read_result(reply)
+    assert isinstance(result, TimelineResult)
+    (item,) = result.evidence()
+    assert item.kind == "detection" and item.tool == "instrument_timeline"
+    assert item.time == pytest.approx(6.0, abs=0.6) and ToolRecord.of(reply).images == []
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ from surgagent.agent.errors import UserError
 from surgagent.agent.settings import get_settings
 from surgagent.agent.testing.scripted import ScriptedChatModel, call, calls, say
 from surgagent.graphs.nodes import route_after_plan, route_after_tools
+from surgagent.tools.base import ToolRecord
 from surgagent.tools.errors import BackendError, ToolInputError
+from surgagent.tools.results import FramesResult, read_result
 
 
 def make_agent(
@@ -72,7 +74,9 @@ def test_frames_are_shown_to_the_planner_and_cited(case_video: Path) -> None:
     assert tool_step.duration_s > 0
     # Checkpointed state keeps plain data, not images.
     stored = tool_messages(agent, "t1")[0]
-    assert isinstance(stored.artifact, dict) and "frames" in stored.artifact
+    assert isinstance(stored.artifact, dict)
+    shown = read_result(stored)
+    assert isinstance(shown, FramesResult) and len(shown.frames) == 2
 
 
 def test_unknown_tool_goes_back_to_the_planner(case_video: Path) -> None:
@@ -280,7 +284,8 @@ def test_routers_on_handmade_state() -> None:
     assert (
         route_after_plan({"messages": [question, with_call], "error": "down"}, runtime) == "answer"
     )
-    failed = ToolMessage("x", tool_call_id="1", response_metadata={"backend_error": True})
+    failed = ToolMessage("x", tool_call_id="1")
+    ToolRecord(backend_failure=True).attach(failed)
     assert route_after_tools({"messages": [question, with_call, failed]}) == "answer"
     assert (
         route_after_tools({"messages": [question, with_call, ToolMessage("ok", tool_call_id="1")]})

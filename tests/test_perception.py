@@ -11,6 +11,7 @@ from surgagent.agent.backends import load_backend
 from surgagent.agent.settings import get_settings
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
 from surgagent.agent.testing.scripted import ScriptedChatModel, call, say
+from surgagent.tools.results import PerceptionResult, read_result
 
 
 def perception_agent(server: ScriptedOpenAIServer, replies: list, **overrides) -> SurgicalAgent:
@@ -41,7 +42,8 @@ def test_cvs_question_is_asked_in_surgvlm_style_and_parsed(case_video: Path) -> 
     assert sum(part["type"] == "image_url" for part in parts) == 1
     assert "Criterion 1" in parts[-1]["text"] and "Is CVS achieved?" in parts[-1]["text"]
     tool_message = [m for m in agent.history("t") if isinstance(m, ToolMessage)][0]
-    assert tool_message.artifact["parsed"] == [False, False, True]
+    parsed = read_result(tool_message)
+    assert isinstance(parsed, PerceptionResult) and parsed.parsed == [False, False, True]
     assert "Parsed: (False, False, True)" in tool_message.text
     evidence = result.evidence[0]
     assert evidence.kind == "tool_output" and evidence.time == 5.0
@@ -60,8 +62,9 @@ def test_unreadable_answer_is_kept_and_flagged(case_video: Path) -> None:
         )
         agent.invoke("Where is the hook?", case=case_video, thread_id="t")
     tool_message = [m for m in agent.history("t") if isinstance(m, ToolMessage)][0]
-    assert tool_message.artifact["answer"] == "It is hard to say."
-    assert tool_message.artifact["parsed"] is None
+    unread = read_result(tool_message)
+    assert isinstance(unread, PerceptionResult)
+    assert unread.answer == "It is hard to say." and unread.parsed is None
     assert "could not be read as grid" in tool_message.text
 
 

@@ -18,6 +18,7 @@ from surgagent.agent.api import SurgicalAgent
 from surgagent.agent.settings import get_settings
 from surgagent.agent.testing.scripted import ScriptedChatModel, call, say
 from surgagent.knowledge.store import KnowledgeStore
+from surgagent.tools.results import GuidelineSearchResult, read_result
 from surgagent.tools.retrieval.engine import search_guidelines
 from surgagent.tools.retrieval.types import GuidelineSearchArgs
 
@@ -66,7 +67,9 @@ def test_answer_keeps_only_retrieved_citations_with_their_sources(
     corpus_store: KnowledgeStore, case_video: Path
 ) -> None:
     def answer(messages: list[BaseMessage]) -> AIMessage:
-        retrieved = [p["id"] for p in last_tool_message(messages).artifact["passages"]]
+        search = read_result(last_tool_message(messages))
+        assert isinstance(search, GuidelineSearchResult)
+        retrieved = [p.id for p in search.passages]
         assert "cvs-c3-cystic-plate" in retrieved
         return say(
             "C3 requires the lower third of the gallbladder off the liver bed, exposing the "

@@ -16,6 +16,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
+from surgagent.tools.base import ToolRecord
 from surgagent.tools.cache import Case, CaseCache
 from surgagent.tools.errors import CaseError, ToolInputError
 from surgagent.tools.video.engine import (
@@ -371,8 +372,9 @@ def test_tool_keeps_to_the_frame_budget(videos: Path, cache: CaseCache) -> None:
     case = open_case(videos / "clip.mp4", cache)
     earlier = [
         AIMessage("", tool_calls=[{"name": "look_at_frames", "args": {}, "id": "c0"}]),
-        ToolMessage("Showing 3 frames", tool_call_id="c0", response_metadata={"images": ["a"] * 3}),
+        ToolMessage("Showing 3 frames", tool_call_id="c0"),
     ]
+    ToolRecord(images=["a"] * 3).attach(earlier[1])
     too_many = run_tool(Ctx(case, cache, frame_budget=4), {"times": ["1", "2"]}, earlier)
     assert too_many.status == "error" and "only 1 of this answer's 4 are left" in too_many.text
     fits = run_tool(Ctx(case, cache, frame_budget=4), {"times": ["1"]}, earlier)

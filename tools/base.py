@@ -1,7 +1,8 @@
-"""What every tool shares: the evidence model, the result base class and time parsing.
+"""What every tool shares: the evidence model, the result base class, the call record, times.
 
 Tools return ``(short_text, result)`` pairs; ``result`` subclasses `ToolResult` so the graph
-can collect evidence and images from it without knowing the tool.
+can collect evidence and images from it without knowing the tool (the union of all results
+is `surgagent.tools.results`). The tools node keeps a `ToolRecord` on each tool message.
 
     seconds = parse_time("01:02:03")  # 3723.0
 """
@@ -20,13 +21,16 @@ from pydantic import BaseModel, ConfigDict
 from surgagent.tools.errors import ToolInputError
 
 __all__ = [
+    "TIME_HELP",
     "Evidence",
+    "ToolRecord",
     "ToolResult",
     "format_time",
     "images_shown_this_turn",
     "parse_time",
 ]
 
+_RECORD_KEY = "surgagent_tool"
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
 
 
@@ -68,6 +72,30 @@ class ToolResult(BaseModel):
     def image_paths(self) -> list[Path]:
         """Image files to show a vision-capable planner next to the text; none by default."""
         return []
+
+
+class ToolRecord(BaseModel):
+    """What the tools node saw of one tool call, kept on its message beside the result.
+
+    ``images`` are the image files the result showed (they count against the frame budget),
+    ``backend_failure`` marks a call whose backend failed for good, which ends the run.
+    """
+
+    duration_s: float = 0.0
+    images: list[str] = []
+    backend_failure: bool = False
+
+    @classmethod
+    def of(cls, message: BaseMessage) -> ToolRecord:
+        """The record on a tool message (an empty one where the tools node left none)."""
+        return cls.model_validate(message.response_metadata.get(_RECORD_KEY) or {})
+
+    def attach(self, message: BaseMessage) -> None:
+        """Store this record on ``message`` (as plain data, so checkpoints keep it)."""
+        message.response_metadata = {
+            **message.response_metadata,
+            _RECORD_KEY: self.model_dump(mode="json"),
+        }
 
 
 def parse_time(value: str | float | int) -> float:
@@ -116,13 +144,12 @@ def format_time(seconds: float, *, tenths: bool = False) -> str:
 def images_shown_this_turn(messages: Sequence[BaseMessage]) -> int:
     """Count the images tool results attached since the user's last message.
 
-    The tools node records each result's image files in ``response_metadata["images"]``;
-    tools that return frames use this count to keep within the run's frame budget.
+    Tools that return frames use this count to keep within the run's frame budget.
     """
     shown = 0
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
             break
         if isinstance(message, ToolMessage):
-            shown += len(message.response_metadata.get("images", []))
+            shown += len(ToolRecord.of(message).images)
     return shown

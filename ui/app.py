@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from surgagent.tools.answers import split_thinking
 from surgagent.tools.base import format_time
+from surgagent.tools.results import DetectionsResult, FramesResult, ToolOutput, read_result
 from surgagent.ui import views
 from surgagent.ui.store import VIDEO_SUFFIXES, SessionIndex, store_upload
 
@@ -194,7 +195,7 @@ class ReviewServer:
 
 def key_frames(server: ReviewServer, thread_id: str) -> list[tuple[Any, str]]:
     """Frames the last answer's tools looked at, with any detection boxes drawn."""
-    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.messages import HumanMessage
 
     agent, _ = server.agent()
     if agent is None:
@@ -206,17 +207,27 @@ def key_frames(server: ReviewServer, thread_id: str) -> list[tuple[Any, str]]:
         turn.append(message)
     frames: list[tuple[Any, str]] = []
     for message in reversed(turn):
-        artifact = message.artifact if isinstance(message, ToolMessage) else None
-        if not isinstance(artifact, dict):
-            continue
-        for frame in artifact.get("frames") or []:
-            path = frame.get("frame") or frame.get("path")
-            if not path or not Path(path).exists():
+        for path, time, boxes in _shown_frames(read_result(message)):
+            if path is None or not path.exists():
                 continue
-            boxes = [(d["name"], tuple(d["box_norm"])) for d in frame.get("detections") or []]
-            caption = f"[{format_time(frame.get('time', 0.0))}] " + ", ".join(b[0] for b in boxes)
-            frames.append((views.draw_boxes(Path(path), boxes), caption.strip()))
+            caption = f"[{format_time(time)}] " + ", ".join(name for name, _ in boxes)
+            frames.append((views.draw_boxes(path, boxes), caption.strip()))
     return frames[:12]
+
+
+Shown = tuple[Path | None, float, list[tuple[str, tuple[float, float, float, float]]]]
+
+
+def _shown_frames(result: ToolOutput | None) -> list[Shown]:
+    """The frames a tool result looked at: (image file, time, detection boxes by name)."""
+    if isinstance(result, FramesResult):
+        return [(frame.path, frame.time, []) for frame in result.frames]
+    if isinstance(result, DetectionsResult):
+        return [
+            (frame.frame, frame.time, [(d.name, d.box_norm) for d in frame.detections])
+            for frame in result.frames
+        ]
+    return []
 
 
 def new_session_id() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -239,6 +240,7 @@ def format_span(start: float, end: float) -> str:
 class DetectionsResult(ToolResult):
     """Instruments found in frames of a case (`instruments_at`, ``detector predict``)."""
 
+    kind: Literal["detections"] = "detections"
     case_id: str
     model_id: str
     class_names: list[str]
@@ -287,6 +289,7 @@ def shown_intervals(intervals: Sequence[InstrumentInterval]) -> list[InstrumentI
 class TimelineResult(ToolResult):
     """When instruments are visible in a case (`instrument_timeline`)."""
 
+    kind: Literal["timeline"] = "timeline"
     case_id: str
     instrument: str | None = Field(description="the one instrument asked about, if any")
     fps: float

@@ -54,6 +54,7 @@ class PerceptionArgs(LookAtFramesArgs):
 class PerceptionResult(ToolResult):
     """The perception model's answer: raw text, parsed value and any disagreement."""
 
+    kind: Literal["perception"] = "perception"
     case_id: str
     task: PerceptionTask
     question: str

@@ -6,6 +6,8 @@ prediction.segments[0]  # PhaseSegment(phase="Preparation", start=0.0, end=42.0,
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, computed_field
 
 from surgagent.tools.base import Evidence, ToolResult, format_time
@@ -79,6 +81,7 @@ def segment_evidence(tool_name: str, segment: PhaseSegment, case_id: str) -> Evi
 class PhaseAtResult(ToolResult):
     """The phase under way at one moment."""
 
+    kind: Literal["phase_at"] = "phase_at"
     case_id: str
     time: float
     phase: str
@@ -93,6 +96,7 @@ class PhaseAtResult(ToolResult):
 class PhaseSegmentsResult(ToolResult):
     """A case's phase segments (all, or one phase's)."""
 
+    kind: Literal["phase_segments"] = "phase_segments"
     case_id: str
     phase: str | None
     duration: float

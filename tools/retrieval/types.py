@@ -5,7 +5,7 @@ args = GuidelineSearchArgs(query="critical view of safety", topic="cvs")
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -80,6 +80,7 @@ class RetrievedPassage(BaseModel):
 class GuidelineSearchResult(ToolResult):
     """The passages a search returned, best first."""
 
+    kind: Literal["passages"] = "passages"
     query: str
     topic: str | None = None
     source: str | None = None

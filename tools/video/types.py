@@ -7,7 +7,7 @@ FramesResult(case_id="c1", frames=[frame]).evidence()  # one frame item
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +51,7 @@ class IndexResult(BaseModel):
 class FramesResult(ToolResult):
     """The frames `look_at_frames` showed."""
 
+    kind: Literal["frames"] = "frames"
     case_id: str
     frames: list[Frame]
 
