@@ -21,7 +21,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.runnables import RunnableConfig
-from pydantic import BaseModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import BaseModel, Field
 
 from surgagent.agent.errors import UserError
 from surgagent.agent.prompts import load_prompt
@@ -30,13 +31,13 @@ from surgagent.graphs.case_review import build_case_review_graph, recursion_limi
 from surgagent.graphs.context import RunContext
 from surgagent.graphs.nodes import Prompts
 from surgagent.graphs.result import AnswerResult
+from surgagent.tools.answers import split_thinking
 from surgagent.tools.cache import Case, CaseCache
 from surgagent.tools.video.engine import open_case
 from surgagent.tools.video.tools import make_video_tools
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
-    from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
 
     from surgagent.graphs.protocols import PlannerModel
@@ -45,9 +46,29 @@ if TYPE_CHECKING:
     from surgagent.tools.phase.engine import PhaseSegmenter
     from surgagent.tools.vision import VisionBackend
 
-__all__ = ["AgentEvent", "AnswerResult", "SurgicalAgent"]
+__all__ = ["AgentEvent", "AnswerResult", "SessionInfo", "SessionTurn", "SurgicalAgent"]
 
 logger = logging.getLogger(__name__)
+
+
+_SESSION_SCAN = 500  # newest checkpoints read to find the recent sessions
+
+
+class SessionTurn(BaseModel):
+    """One question of a session and the answer it got (empty while unanswered)."""
+
+    question: str
+    answer: str = ""
+
+
+class SessionInfo(BaseModel):
+    """A saved session, as listed to pick one to resume."""
+
+    thread_id: str
+    case_id: str | None
+    updated: str = Field(description="ISO time of the session's last checkpoint")
+    turns: int
+    last_question: str
 
 
 class AgentEvent(BaseModel):
@@ -206,6 +227,7 @@ class SurgicalAgent:
         sessions: Literal["memory", "sqlite"] = "memory",
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         engines: dict[str, Any] | None = None,
+        check: bool = True,
         **overrides: Any,
     ) -> SurgicalAgent:
         """Build an agent from settings (`get_settings` plus ``overrides`` by default).
@@ -220,6 +242,8 @@ class SurgicalAgent:
                 (kept in ``settings.sessions_db``, surviving restarts).
             checkpointer: Any LangGraph checkpointer; overrides ``sessions``.
             engines: Ready engines (`load_engines` output) instead of loading them again.
+            check: Check first that the configured model roles can be reached
+                (`surgagent.agent.reach.check_roles`); off when the caller has just done so.
             **overrides: Settings overrides, e.g. ``step_budget=4``.
 
         Raises:
@@ -230,14 +254,13 @@ class SurgicalAgent:
         planner, vision = planner_model, vision_model
         if planner is None:
             from surgagent.agent.backends import load_backend
+            from surgagent.agent.reach import check_roles
 
-            backend = load_backend(settings.planner, role="planner")
-            backend.check()
-            planner = backend
+            if check:
+                check_roles(settings)
+            planner = load_backend(settings.planner, role="planner")
             if vision is None and settings.perception.enabled:
-                perception = load_backend(settings.perception, role="perception")
-                perception.check()
-                vision = perception
+                vision = load_backend(settings.perception, role="perception")
         if checkpointer is None and sessions == "sqlite":
             checkpointer = sqlite_checkpointer(settings.sessions_db)
         if engines is None:
@@ -340,6 +363,46 @@ class SurgicalAgent:
         """The messages of a session so far (empty for an unknown session)."""
         state = self.graph.get_state({"configurable": {"thread_id": thread_id}})
         return list(state.values.get("messages", []))
+
+    def turns(self, thread_id: str) -> list[SessionTurn]:
+        """The questions and answers of a session so far, oldest first (thinking left out)."""
+        turns: list[SessionTurn] = []
+        for message in self.history(thread_id):
+            if isinstance(message, HumanMessage):
+                turns.append(SessionTurn(question=message.text))
+            elif turns and isinstance(message, AIMessage) and not message.tool_calls:
+                turns[-1].answer = split_thinking(message.text)[1]
+        return turns
+
+    def sessions(self, limit: int = 10) -> list[SessionInfo]:
+        """The most recently updated sessions, newest first (empty without a checkpointer).
+
+        Reads at most a few hundred of the newest checkpoints, so it stays quick on a large
+        sessions file; a session not updated among them is not listed.
+        """
+        saver = self.graph.checkpointer
+        if not isinstance(saver, BaseCheckpointSaver):
+            return []
+        newest: dict[str, str] = {}
+        for item in saver.list(None, limit=_SESSION_SCAN):
+            thread_id = str(item.config["configurable"]["thread_id"])
+            newest.setdefault(thread_id, str(item.checkpoint["ts"]))
+            if len(newest) == limit:
+                break
+        infos = []
+        for thread_id, updated in newest.items():
+            state = self.graph.get_state({"configurable": {"thread_id": thread_id}}).values
+            turns = self.turns(thread_id)
+            infos.append(
+                SessionInfo(
+                    thread_id=thread_id,
+                    case_id=state.get("case_id"),
+                    updated=updated,
+                    turns=len(turns),
+                    last_question=turns[-1].question if turns else "",
+                )
+            )
+        return infos
 
     def session_evidence(self, thread_id: str) -> list[dict[str, Any]]:
         """Every evidence item cited in a session so far."""

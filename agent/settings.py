@@ -2,6 +2,9 @@
 
 Precedence, lowest first: defaults < ``surgagent.toml`` (or ``$SURGAGENT_CONFIG``) <
 environment (``SURGAGENT_PLANNER__MODEL``, ...) < explicit overrides (CLI flags, Python).
+Settings refuse what they do not know: an unknown key (in any source, at any depth), a bad
+value, a missing ``$SURGAGENT_CONFIG`` file or malformed TOML is a `ConfigError` naming the
+setting, the value, where it came from and what is allowed.
 
     settings = get_settings()
     print(settings.planner.model, settings.step_budget)
@@ -9,12 +12,22 @@ environment (``SURGAGENT_PLANNER__MODEL``, ...) < explicit overrides (CLI flags,
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -22,6 +35,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from surgagent.agent.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -44,7 +59,13 @@ DEFAULT_DATA_DIR = Path("~/.surgagent")
 ENV_PREFIX = "SURGAGENT_"
 
 
-class ModelSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Section):
     """How to reach and sample one model role."""
 
     backend: BackendKind = Field(
@@ -80,7 +101,7 @@ class PerceptionSettings(ModelSettings):
     max_tokens: int = Field(512, gt=0, description="most tokens one reply may generate")
 
 
-class DetectorSettings(BaseModel):
+class DetectorSettings(_Section):
     """The YOLO instrument detector; without weights the planner is not offered it."""
 
     weights: str | None = Field(None, description="YOLO detection weights (.pt path)")
@@ -91,14 +112,14 @@ class DetectorSettings(BaseModel):
     fps: float = Field(1.0, gt=0, description="frames per second tracked into the timeline")
 
 
-class PhaseSettings(BaseModel):
+class PhaseSettings(_Section):
     """The temporal phase segmenter; without a checkpoint the planner is not offered it."""
 
     weights: str | None = Field(None, description="phase segmenter checkpoint (.pt path)")
     device: str = Field("cpu", description="cpu, cuda, cuda:1")
 
 
-class KnowledgeSettings(BaseModel):
+class KnowledgeSettings(_Section):
     """The guideline store and its retrieval tool."""
 
     enabled: bool = Field(True, description="offer guideline retrieval to the planner")
@@ -112,15 +133,25 @@ class KnowledgeSettings(BaseModel):
 
 
 def config_file() -> Path:
-    """The TOML settings file: ``$SURGAGENT_CONFIG`` or ``./surgagent.toml``."""
-    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "surgagent.toml"))
+    """The TOML settings file: ``$SURGAGENT_CONFIG`` or ``./surgagent.toml``.
+
+    Raises:
+        ConfigError: If ``$SURGAGENT_CONFIG`` names a file that does not exist (the default
+            ``./surgagent.toml`` may be absent).
+    """
+    named = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if named and not Path(named).is_file():
+        raise ConfigError(
+            f"the settings file {named} does not exist (from --config or {ENV_PREFIX}CONFIG)."
+        )
+    return Path(named or "surgagent.toml")
 
 
 class Settings(BaseSettings):
     """Everything a run needs to know; build it with `get_settings`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
     planner: ModelSettings = Field(default_factory=ModelSettings)
@@ -189,16 +220,84 @@ class Settings(BaseSettings):
 
 @functools.cache
 def _cached_settings() -> Settings:
-    return Settings()
+    return _build({})
 
 
 def get_settings(**overrides: Any) -> Settings:
     """Resolve the settings; ``overrides`` (nested dicts allowed) win over everything else.
 
     ``None`` values in ``overrides`` mean "not given" (unset CLI flags).
+
+    Raises:
+        ConfigError: For an unknown key, an invalid value, a missing settings file or
+            malformed TOML; one line per problem.
     """
     given = _without_none(overrides)
-    return Settings(**given) if given else _cached_settings()
+    return _build(given) if given else _cached_settings()
+
+
+def _build(given: dict[str, Any]) -> Settings:
+    try:
+        return Settings(**given)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{config_file()} is not valid TOML: {error}.") from error
+    except ValidationError as error:
+        raise ConfigError(_explain(error, given)) from error
+
+
+def _explain(error: ValidationError, given: dict[str, Any]) -> str:
+    """One line per problem: the setting, its value, where it came from and what is allowed."""
+    sources = _Sources(given)
+    lines = []
+    for problem in error.errors():
+        name = ".".join(str(part) for part in problem["loc"])
+        where = sources.of(name)
+        if problem["type"] == "extra_forbidden":
+            section, leaf = problem["loc"][:-1], str(problem["loc"][-1])
+            known = _known_names(section)
+            close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+            prefix = "".join(f"{part}." for part in section)
+            hint = (
+                f"did you mean {prefix}{close[0]}?"
+                if close
+                else "known: " + ", ".join(prefix + k for k in known) + "."
+            )
+            lines.append(f"unknown setting {name} ({where}); {hint}")
+        else:
+            value = problem.get("input")
+            lines.append(f"setting {name} = {value!r} ({where}) is invalid: {problem['msg']}.")
+    return "\n".join(lines)
+
+
+def _known_names(section: tuple[Any, ...]) -> list[str]:
+    """The settings valid in one section (``()`` is the top level)."""
+    model: type[BaseModel] = Settings
+    for part in section:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+class _Sources:
+    """Which source gave a dotted setting: an override, the environment, the TOML file."""
+
+    def __init__(self, given: dict[str, Any]) -> None:
+        self.given = _flatten(given)
+        env_source = EnvSettingsSource(Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__")
+        self.env = _flatten(env_source())
+        self.file = config_file()
+        self.toml = _flatten(TomlConfigSettingsSource(Settings, toml_file=self.file)())
+
+    def of(self, name: str) -> str:
+        if self.given.get(name) is not None:
+            return "override"
+        if name in self.env:
+            return f"env {ENV_PREFIX}{name.replace('.', '__').upper()}"
+        if name in self.toml:
+            return str(self.file)
+        return "default"
 
 
 def reset_settings() -> None:
@@ -234,20 +333,10 @@ def setting_sources(
 
     The source is ``override``, ``env SURGAGENT_...``, the TOML file's name, or ``default``.
     """
-    env = _flatten(EnvSettingsSource(Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__")())
-    toml = _flatten(TomlConfigSettingsSource(Settings, toml_file=config_file())())
-    given = _flatten(overrides or {})
+    sources = _Sources(overrides or {})
     rows = []
     for name, value in _flatten(settings.model_dump()).items():
-        if given.get(name) is not None:
-            source = "override"
-        elif name in env:
-            source = f"env {ENV_PREFIX}{name.replace('.', '__').upper()}"
-        elif name in toml:
-            source = str(config_file())
-        else:
-            source = "default"
         if isinstance(value, SecretStr):
             value = "********"
-        rows.append((name, value, source))
+        rows.append((name, value, sources.of(name)))
     return rows

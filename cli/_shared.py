@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from surgagent.tools.cache import CaseCache
 
 __all__ = [
+    "CommandError",
     "JsonOpt",
     "VariantChoice",
     "case_cache",
@@ -49,6 +50,13 @@ def case_cache() -> CaseCache:
     from surgagent.tools.cache import CaseCache
 
     return CaseCache(get_settings().cache_dir)
+
+
+class CommandError(BaseModel):
+    """What a ``--json`` command prints on stdout when it fails."""
+
+    error: str
+    kind: str
 
 
 def emit_json(result: BaseModel) -> None:

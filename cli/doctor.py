@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -41,14 +42,10 @@ class Check(BaseModel):
 
 
 class DoctorReport(BaseModel):
-    """All checks, in the order they ran."""
+    """All checks, in the order they ran; ``ok`` is false when something turned on fails."""
 
     checks: list[Check]
-
-    @property
-    def ok(self) -> bool:
-        """Whether everything needed for a run is in place."""
-        return all(check.ok for check in self.checks if check.name != "package vllm")
+    ok: bool = True
 
 
 def _package_checks() -> list[Check]:
@@ -89,12 +86,12 @@ def _gpu_check() -> Check:
 
 
 def _role_check(settings: Settings, role: str) -> Check:
-    from surgagent.agent.backends import load_backend
+    from surgagent.agent.reach import check_role
 
     role_settings = getattr(settings, role)
     where = role_settings.base_url or role_settings.model
     try:
-        load_backend(role_settings, role=role).check()
+        check_role(role_settings, role)
     except ConfigError as error:
         return Check(
             name=f"{role} model",
@@ -105,6 +102,16 @@ def _role_check(settings: Settings, role: str) -> Check:
     return Check(
         name=f"{role} model", ok=True, detail=f"{role_settings.backend}: {where} reachable"
     )
+
+
+def _weights_check(name: str, weights: str | None, env: str) -> Check:
+    """An engine is turned on by its weights setting; then the file must be there."""
+    if weights is None:
+        return Check(name=name, ok=True, detail=f"turned off (set {env} to offer it)")
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return Check(name=name, ok=True, detail=str(path))
+    return Check(name=name, ok=False, detail=f"{path} does not exist", fix=f"point {env} at it")
 
 
 def _data_dir_check(settings: Settings) -> Check:
@@ -165,4 +172,11 @@ def run_checks(settings: Settings | None = None) -> DoctorReport:
         checks.append(_role_check(settings, "perception"))
     else:
         checks.append(Check(name="perception model", ok=True, detail="turned off"))
-    return DoctorReport(checks=checks)
+    checks.append(
+        _weights_check("detector", settings.detector.weights, "SURGAGENT_DETECTOR__WEIGHTS")
+    )
+    checks.append(
+        _weights_check("phase segmenter", settings.phase.weights, "SURGAGENT_PHASE__WEIGHTS")
+    )
+    ok = all(check.ok for check in checks if check.name != "package vllm")
+    return DoctorReport(checks=checks, ok=ok)

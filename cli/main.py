@@ -20,14 +20,22 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from surgagent.cli._shared import JsonOpt, case_cache, emit_json, err_console, progress_bar
+from surgagent.agent.errors import UserError
+from surgagent.cli._shared import (
+    CommandError,
+    JsonOpt,
+    case_cache,
+    emit_json,
+    err_console,
+    progress_bar,
+)
 from surgagent.cli.detector import app as detector_app
 from surgagent.cli.eval import app as eval_app
 from surgagent.cli.knowledge import app as knowledge_app
 from surgagent.cli.phase import app as phase_app
 
 if TYPE_CHECKING:
-    from surgagent.agent.api import AgentEvent, AnswerResult, SurgicalAgent
+    from surgagent.agent.api import AgentEvent, AnswerResult, SessionTurn, SurgicalAgent
 
 __all__ = ["app", "main"]
 
@@ -92,6 +100,9 @@ def _main_options(
 def _friendly_errors(*, exit_on_error: bool = True) -> Iterator[None]:
     """Turn our errors into one red line (tracebacks only with --debug).
 
+    A ``--json`` command also prints the error as a `CommandError` object on stdout, so a
+    pipeline reading its output always gets JSON.
+
     Args:
         exit_on_error: End the command with exit status 1; a chat turn goes on instead.
     """
@@ -103,6 +114,8 @@ def _friendly_errors(*, exit_on_error: bool = True) -> Iterator[None]:
     except (SurgAgentError, KnowledgeError) as error:
         if _state["debug"]:
             raise
+        if exit_on_error and "--json" in sys.argv[1:]:
+            emit_json(CommandError(error=str(error), kind=type(error).__name__))
         err_console.print(
             f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True
         )
@@ -121,9 +134,15 @@ def _planner_overrides(
 
 
 def _build_agent(overrides: dict[str, Any], **kwargs: Any) -> SurgicalAgent:
+    """The agent for a command; an unreachable model stops it before the graph is imported."""
+    from surgagent.agent.reach import check_roles
+    from surgagent.agent.settings import get_settings
+
+    settings = get_settings(**overrides)
+    check_roles(settings)
     from surgagent.agent.api import SurgicalAgent
 
-    return SurgicalAgent.from_settings(**kwargs, **overrides)
+    return SurgicalAgent.from_settings(settings, check=False, **kwargs)
 
 
 def _print_result(result: AnswerResult, *, answer: bool) -> None:
@@ -217,6 +236,8 @@ def _chat_command(agent: SurgicalAgent, thread_id: str, line: str) -> bool:
             )
         if result and result.reasoning:
             console.print("[dim]" + escape("\n".join(result.reasoning)) + "[/dim]", highlight=False)
+    elif command == "/history":
+        _print_turns(agent.turns(thread_id))
     elif command == "/evidence":
         from surgagent.tools.base import Evidence
 
@@ -224,8 +245,27 @@ def _chat_command(agent: SurgicalAgent, thread_id: str, line: str) -> bool:
             item = Evidence.model_validate(raw)
             console.print(f"  {item.label()} {item.summary}", highlight=False, markup=False)
     else:
-        console.print("commands: /trace  /evidence  /quit")
+        console.print("commands: /history  /trace  /evidence  /quit")
     return True
+
+
+_RESUME_TURNS = 3  # turns of a resumed session shown before the prompt
+
+
+def _print_turns(turns: list[SessionTurn]) -> None:
+    for turn in turns:
+        console.print(f"[bold cyan]you>[/bold cyan] {escape(turn.question)}", highlight=False)
+        console.print(turn.answer or "(no answer)", highlight=False, markup=False)
+
+
+def _unknown_session(agent: SurgicalAgent, thread_id: str) -> str:
+    recent = agent.sessions(limit=5)
+    listed = "; ".join(
+        f"{s.thread_id} ({s.case_id or 'no case'}, {s.turns} turns, last: {s.last_question[:40]!r})"
+        for s in recent
+    )
+    known = f"recent sessions: {listed}" if recent else "there are no saved sessions yet"
+    return f"session {thread_id!r} is unknown; {known}. Give a CASE to start a new session."
 
 
 @app.command()
@@ -243,16 +283,20 @@ def chat(
 ) -> None:
     """Chat about a case; the session is saved and resumes with --session after a restart.
 
-    In the chat: /trace shows the last answer's tool calls and thinking, /evidence lists
-    the evidence so far, /quit leaves.
+    In the chat: /history shows the whole conversation, /trace the last answer's tool calls
+    and thinking, /evidence the evidence so far; /quit leaves.
     """
     agent = _build_agent(_planner_overrides(backend, model, base_url, thinking), sessions="sqlite")
     thread_id = session or uuid.uuid4().hex[:12]
-    past = agent.history(thread_id)
+    past = agent.turns(thread_id)
     if past:
-        console.print(f"[dim]resuming session {thread_id} ({len(past)} messages)[/dim]")
+        shown = past[-_RESUME_TURNS:]
+        more = f"; the {len(shown)} last shown, /history for all" if len(past) > len(shown) else ""
+        noun = "turn" if len(past) == 1 else "turns"
+        console.print(f"[dim]resuming session {thread_id} ({len(past)} {noun}{more})[/dim]")
+        _print_turns(shown)
     elif case is None:
-        raise typer.BadParameter("give a CASE to start a new session")
+        raise UserError(_unknown_session(agent, thread_id))
     else:
         console.print(f"[dim]session {thread_id} (resume with --session {thread_id})[/dim]")
     first_case: str | None = case
@@ -290,8 +334,18 @@ def index(
         result = index_case(opened, cache, fps=fps, progress=progress)
     if as_json:
         emit_json(result)
-    else:
-        console.print(f"indexed {opened.id}: {result.model_dump()}", highlight=False, markup=False)
+        return
+    from surgagent.tools.base import format_time
+
+    kept = result.frames_total - result.frames_written
+    console.print(
+        f"indexed {opened.id}: {format_time(opened.duration)} of video, {result.frames_total} "
+        f"frames at {result.fps:g} fps ({result.frames_written} decoded now, {kept} already "
+        f"cached) in {result.seconds:.1f} s\ncontact sheet: {result.thumbnail}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @config_app.command("show")
@@ -328,7 +382,6 @@ def serve(
     """
     import importlib.util
 
-    from surgagent.agent.errors import UserError
     from surgagent.agent.settings import get_settings
 
     if importlib.util.find_spec("gradio") is None:
@@ -342,18 +395,26 @@ def serve(
 
 @app.command()
 def doctor(as_json: JsonOpt = False) -> None:
-    """Check what is installed, whether the models are reachable, and what to do next."""
+    """Check what is installed, whether the models are reachable, and what to do next.
+
+    Exits 1 when something that is turned on (a model role, engine weights) is not usable.
+    """
     from surgagent.cli.doctor import run_checks
 
     report = run_checks()
     if as_json:
         emit_json(report)
-        return
-    for check in report.checks:
-        mark = "[green]ok[/green]" if check.ok else "[red]!![/red]"
-        console.print(f"{mark} {check.name}: {escape(check.detail)}", highlight=False)
-        if not check.ok and check.fix:
-            console.print(f"   [dim]→ {escape(check.fix)}[/dim]", highlight=False)
+    else:
+        for check in report.checks:
+            mark = "[green]ok[/green]" if check.ok else "[red]!![/red]"
+            line = f"{mark} {check.name}: {escape(check.detail)}"
+            console.print(line, highlight=False, soft_wrap=True)
+            if not check.ok and check.fix:
+                console.print(
+                    f"   [dim]→ {escape(check.fix)}[/dim]", highlight=False, soft_wrap=True
+                )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

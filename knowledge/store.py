@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
 import functools
 import hashlib
 import logging
@@ -29,6 +28,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
 
 from surgagent.knowledge._view import StoreView, allowed_rows, chroma_where, where_conditions
 from surgagent.knowledge.documents import document_id, read_document
@@ -255,12 +256,8 @@ class KnowledgeStore:
     def _writing(self) -> Iterator[None]:
         """Hold the store's writer lock (across processes) while changing it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(self.root / ".lock"):
+            yield
 
     def _current_or_rebuilt(self, progress: Progress | None) -> Manifest:
         manifest = self.manifest()

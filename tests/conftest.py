@@ -25,7 +25,9 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     data_dir = tmp_path / "surgagent-data"
     monkeypatch.setenv("SURGAGENT_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("SURGAGENT_CONFIG", str(tmp_path / "no-such-surgagent.toml"))
+    empty = tmp_path / "empty-settings.toml"  # ignores any ./surgagent.toml of the user's
+    empty.write_text("")
+    monkeypatch.setenv("SURGAGENT_CONFIG", str(empty))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     reset_settings()

@@ -512,6 +512,9 @@ def test_item_correct() -> None:
 
 
 def test_metrics_import_no_ivtmetrics_or_sklearn() -> None:
-    code = "import sys, evals.metrics; print(sorted({'ivtmetrics', 'sklearn'} & set(sys.modules)))"
+    code = (
+        "import sys, surgagent.evals.metrics; "
+        "print(sorted({'ivtmetrics', 'sklearn'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

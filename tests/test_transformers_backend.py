@@ -478,7 +478,8 @@ def test_vllm_backend_without_vllm_says_how_to_install(qwen35: Path) -> None:
 
 def test_importing_the_backends_loads_no_torch() -> None:
     code = (
-        "import sys, agent.backends.transformers, agent.backends.vllm, agent.testing; "
+        "import sys, surgagent.agent.backends.transformers, surgagent.agent.backends.vllm, "
+        "surgagent.agent.testing; "
         "heavy = [m for m in ('torch', 'transformers', 'vllm', 'PIL') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

@@ -24,15 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from surgagent.tools.base import format_time
 from surgagent.tools.errors import ToolInputError
-
-try:  # POSIX; elsewhere the registry falls back to last-writer-wins.
-    import fcntl
-except ImportError:  # pragma: no cover - not on Linux/macOS
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "Case",
@@ -226,15 +222,10 @@ class CaseCache:
 
     @contextlib.contextmanager
     def _registry_lock(self) -> Iterator[None]:
+        """Hold the registry's lock (across processes, on every platform)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "cases.lock", "a+b") as handle:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(self.root / "cases.lock"):
+            yield
 
     def _read_registry(self) -> dict[str, Any]:
         data = read_json_file(self.root / _REGISTRY) or {}

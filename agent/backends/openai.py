@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -43,22 +42,19 @@ from surgagent.agent.backends._parsing import (
     parse_tool_calls,
 )
 from surgagent.agent.backends.base import ChatBackend
+from surgagent.agent.reach import SERVE_HINT, check_endpoint, error_reason
 from surgagent.tools.answers import split_thinking
-from surgagent.tools.errors import BackendError, ConfigError, suggest
+from surgagent.tools.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
     from openai import AsyncOpenAI, OpenAI
 
-__all__ = ["SERVE_HINT", "OpenAIChat"]
+__all__ = ["OpenAIChat"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SERVE_HINT = (
-    "vllm serve MODEL --reasoning-parser qwen3 --enable-auto-tool-choice "
-    "--tool-call-parser qwen3_coder"
-)
 _BACKOFF_CAP = 8.0
 
 
@@ -74,11 +70,6 @@ def _errors() -> tuple[type[BaseException], ...]:
     import openai
 
     return (openai.APIError, httpx.HTTPError)
-
-
-def _reason(exc: BaseException) -> str:
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc).strip().rstrip(".")) or type(exc).__name__
-    return text[:1].lower() + text[1:]
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -324,41 +315,7 @@ class OpenAIChat(ChatBackend):
             ConfigError: No base URL, endpoint unreachable or rejecting the key, or the model
                 not served (the served ids and the closest one are named).
         """
-        import httpx
-
-        url, key = self.endpoint, self.settings.api_key
-        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
-        start = f"{self.role} endpoint {url}"
-        fix = f"start the server (`{SERVE_HINT}`) or set {self._env('base_url')} to where it runs"
-        try:
-            response = httpx.get(
-                f"{url}/models", headers=headers, timeout=self.settings.connect_timeout
-            )
-        except httpx.TimeoutException:
-            wait = self.settings.connect_timeout
-            raise ConfigError(f"{start} did not answer within {wait:g} s; {fix}") from None
-        except httpx.HTTPError as exc:
-            raise ConfigError(f"{start} cannot be reached ({_reason(exc)}); {fix}") from None
-        if response.status_code in (401, 403):
-            raise ConfigError(
-                f"{start} rejected the API key (HTTP {response.status_code}); "
-                f"set {self._env('api_key')}"
-            )
-        try:
-            response.raise_for_status()
-            served = [str(model["id"]) for model in response.json()["data"]]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"{start} did not list its models (GET /models answered HTTP "
-                f"{response.status_code}); is it an OpenAI-compatible base URL ending in /v1?"
-            ) from None
-        model = self.settings.model
-        if model not in served:
-            raise ConfigError(
-                f"{self.role} model {model!r} is not served by {url} (it serves: "
-                f"{', '.join(served) or 'nothing'}).{suggest(model, served)} Set "
-                f"{self._env('model')} to a served id or serve that model."
-            )
+        check_endpoint(self.settings, self.role)
 
     # -- requests and retries --------------------------------------------------------------
 
@@ -424,8 +381,8 @@ class OpenAIChat(ChatBackend):
         if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
             cause = exc.__cause__ or exc
             hint = f"is the server running? check {self._env('base_url')}"
-            return _Failure(f"could not be reached ({_reason(cause)})", True, hint)
-        return _Failure(f"failed ({_reason(exc)})", True, "check the server's log")
+            return _Failure(f"could not be reached ({error_reason(cause)})", True, hint)
+        return _Failure(f"failed ({error_reason(exc)})", True, "check the server's log")
 
     def _give_up(self, failure: _Failure, tries: int) -> BackendError:
         count = f"{tries} {'try' if tries == 1 else 'tries'}"
@@ -476,9 +433,9 @@ class OpenAIChat(ChatBackend):
         if exc is None:
             why = "the stream ended without a finish reason"
         elif isinstance(exc, _errors()) and exc.__cause__ is not None:
-            why = _reason(exc.__cause__)
+            why = error_reason(exc.__cause__)
         else:
-            why = _reason(exc)
+            why = error_reason(exc)
         return BackendError(
             f"{self.role} endpoint {self.endpoint} broke off its reply after {reader.count} "
             f"streamed chunks ({why}); check the server's log",

@@ -13,15 +13,12 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import os
 import queue
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -29,21 +26,20 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from surgagent.agent.backends._messages import REASONING_KEY, to_openai_messages
 from surgagent.agent.backends._parsing import StreamSplitter, parse_reply
 from surgagent.agent.backends.base import ChatBackend
+from surgagent.agent.reach import check_role
 from surgagent.tools.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
     from PIL.Image import Image
 
-__all__ = ["TransformersChat", "check_model", "clear_model_cache"]
+__all__ = ["TransformersChat", "clear_model_cache"]
 
 logger = logging.getLogger(__name__)
 
 # Added tokens a reply is parsed by: kept when decoding even where a tokenizer marks them special.
 _KEEP_TOKENS = ("<think>", "</think>", "<tool_call>", "</tool_call>")
 _DTYPES = ("bfloat16", "float16", "float32")
-_PROBE_TIMEOUT = 1.0
-_TRUE = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -71,81 +67,6 @@ def clear_model_cache() -> None:
     """Forget every loaded model (frees its memory once no backend holds it)."""
     with _MODELS_LOCK:
         _MODELS.clear()
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE or bool(constants.HF_HUB_OFFLINE)
-
-
-def _hub_reachable() -> bool:
-    """Whether the hub's host accepts a connection within about a second."""
-    from huggingface_hub import constants
-
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-    parsed = urlparse(endpoint)
-    host, port = parsed.hostname or "huggingface.co", parsed.port or 443
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=_PROBE_TIMEOUT).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    # Name resolution ignores socket timeouts, so the whole probe runs in a thread we stop
-    # waiting for.
-    thread = threading.Thread(target=probe, daemon=True, name="surgagent-hub-probe")
-    thread.start()
-    thread.join(_PROBE_TIMEOUT)
-    return bool(result and result[0])
-
-
-def check_model(model: str, role: str = "planner") -> None:
-    """Check, without loading it, that ``model`` is a local checkpoint or can be downloaded.
-
-    Takes well under a second: a local folder needs a ``config.json``; a hub id must be in the
-    local Hugging Face cache, or the hub must answer a one-second connection probe (never when
-    ``HF_HUB_OFFLINE`` is set).
-
-    Args:
-        model: A checkpoint folder or a hub id.
-        role: The settings role (``planner``, ``perception``) named in the error.
-
-    Raises:
-        ConfigError: With one sentence on what is missing and how to configure the role.
-    """
-    env = f"SURGAGENT_{role.upper()}__"
-    path = Path(model).expanduser()
-    if path.exists() or model.startswith(("/", ".", "~")) or model.count("/") > 1:
-        if not (path / "config.json").is_file():
-            what = "has no config.json" if path.is_dir() else "does not exist"
-            raise ConfigError(
-                f"{role} model folder {str(path)!r} {what}; point {env}MODEL at a checkpoint "
-                "folder (config.json, weights, processor files) or a hub id"
-            )
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(model, "config.json")
-    except ValueError as exc:
-        raise ConfigError(
-            f"{role} model {model!r} is neither a folder nor a hub id ({exc}); set {env}MODEL "
-            "to a checkpoint folder or an id such as 'Qwen/Qwen3.5-9B'"
-        ) from None
-    if isinstance(cached, str):
-        return
-    if not _hub_offline() and _hub_reachable():
-        logger.info("%s model %r is not cached; it will be downloaded on first use", role, model)
-        return
-    raise ConfigError(
-        f"{role} model {model!r} is not available offline: download it (hf download {model}), "
-        f"set {env}MODEL=/path/to/model, or serve it with vLLM and set {env}BACKEND=openai "
-        f"and {env}BASE_URL=http://host:8000/v1"
-    )
 
 
 def _resolve_device(device: str, dtype: str) -> tuple[str, str]:
@@ -317,7 +238,7 @@ class TransformersChat(ChatBackend):
             ConfigError: If the folder is missing or incomplete, or a hub id is not cached and
                 the hub cannot be reached.
         """
-        check_model(self.settings.model, self.role)
+        check_role(self.settings, self.role)
 
     def _loaded(self) -> _Loaded:
         device, dtype = _resolve_device(self.settings.device, self.settings.dtype)

@@ -11,7 +11,6 @@ the raw completion parsed like the transformers backend's. For interactive use, 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from surgagent.agent.backends._messages import REASONING_KEY, to_openai_messages
 from surgagent.agent.backends._parsing import parse_reply
 from surgagent.agent.backends.base import ChatBackend
-from surgagent.agent.backends.transformers import check_model
+from surgagent.agent.reach import check_role
 from surgagent.tools.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
@@ -33,20 +32,11 @@ __all__ = ["VLLMChat"]
 
 logger = logging.getLogger(__name__)
 
-_INSTALL_HINT = (
-    "vLLM pins older torch/transformers: install it in its own environment "
-    "(pip install 'surgagent[vllm]'), see README; or run `vllm serve MODEL` there and use "
-    "the openai backend"
-)
 # Leftover end-of-turn markers, in case the tokenizer does not count them as special.
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 
 _ENGINES: dict[tuple[str, str], tuple[Any, threading.Lock]] = {}
 _ENGINES_LOCK = threading.Lock()
-
-
-def _vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
 
 
 def _image_url_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,12 +74,7 @@ class VLLMChat(ChatBackend):
         Raises:
             ConfigError: With install or configuration instructions.
         """
-        if not _vllm_available():
-            raise ConfigError(
-                f"the {self.role} backend 'vllm' needs the vllm package, which is not installed "
-                f"here; {_INSTALL_HINT}"
-            )
-        check_model(self.settings.model, self.role)
+        check_role(self.settings, self.role)
 
     def _engine(self) -> tuple[Any, threading.Lock]:
         dtype = self.settings.dtype
