@@ -15,8 +15,21 @@ if TYPE_CHECKING:
     from surgagent.knowledge.store import KnowledgeStore
 
 
+# Fixtures that train an engine in the test session: tests using them are marked slow, so
+# `pytest -m "not slow"` is a quick loop (the README's command runs everything).
+_TRAINING_FIXTURES = {"tiny_detector", "trained_segmenter"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_settings(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Point the data dir at a temp folder, ignore any user settings, reset the cache."""
     import os
 
@@ -25,8 +38,9 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     data_dir = tmp_path / "surgagent-data"
     monkeypatch.setenv("SURGAGENT_DATA_DIR", str(data_dir))
-    empty = tmp_path / "empty-settings.toml"  # ignores any ./surgagent.toml of the user's
-    empty.write_text("")
+    # An empty settings file, outside the test's own folder: any ./surgagent.toml is ignored.
+    empty = tmp_path_factory.getbasetemp() / "empty-settings.toml"
+    empty.touch()
     monkeypatch.setenv("SURGAGENT_CONFIG", str(empty))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("YOLO_OFFLINE", "1")

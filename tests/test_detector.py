@@ -1,7 +1,8 @@
 """tools.detector: training that learns, detection, ByteTrack timelines, tools, converters, CLI.
 
-One tiny YOLO is trained once per session (`tiny_detector`, about 30 s on 2 cores) on
-synthetic shapes; every test that needs a detector uses it.
+One tiny YOLO is trained once per session (`tiny_detector`, about 70 s on 2 cores, to
+convergence: see tests/fixtures/engines.py) on synthetic shapes; every test that needs a
+detector uses it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ from surgagent.tools.detector.types import (
 from surgagent.tools.errors import ConfigError, ToolInputError
 from surgagent.tools.results import read_result
 from surgagent.tools.video.engine import open_case
-from tests.fixtures.engines import EPOCHS, IMGSZ, NAMES, SIZE, TinyDetector, no_network
+from tests.fixtures.engines import (
+    EPOCHS,
+    IMGSZ,
+    MARGIN_SHARE,
+    NAMES,
+    SIZE,
+    TinyDetector,
+    no_network,
+)
 from tests.fixtures.videos import write_video
 from tests.fixtures.yolo import (
     Appearance,
@@ -106,6 +115,8 @@ def test_training_learns_the_shapes(trained: TinyDetector, detector: InstrumentD
     assert trained.epochs_seen[-1] == (EPOCHS, EPOCHS) and len(trained.epochs_seen) == EPOCHS
     assert trained.weights.name == "best.pt" and detector.class_names == list(NAMES)
     assert json.loads((trained.root / "run" / "data.yaml").read_text())["nc"] == 3
+    # Trained to convergence: every class found confidently (at twice the threshold).
+    assert min(trained.margins.values()) >= MARGIN_SHARE, (trained.margins, trained.rounds)
 
     rng = np.random.default_rng(1234)  # scenes never seen in training
     truth, images = [], []

@@ -1,4 +1,4 @@
-"""tools.phase: the phase segmenter trained on synthetic videos, its tools and its CLI.
+"""tools.phase: the phase segmenter trained_segmenter on synthetic videos, its tools and its CLI.
 
 Each synthetic video shows four phases in a fixed order with varying durations; every phase
 has its own colour and texture (plus noise). A random-init backbone's features are enough for
@@ -107,7 +107,7 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+def trained_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     root = tmp_path_factory.mktemp("phase")
     for seed, (name, durations) in enumerate(TRAIN.items()):
         make_case(
@@ -138,12 +138,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 @pytest.fixture(scope="module")
-def segmenter(trained: Trained) -> PhaseSegmenter:
-    return PhaseSegmenter.from_checkpoint(trained.checkpoint, vocabulary=PHASES)
+def segmenter(trained_segmenter: Trained) -> PhaseSegmenter:
+    return PhaseSegmenter.from_checkpoint(trained_segmenter.checkpoint, vocabulary=PHASES)
 
 
-def gold_labels(trained: Trained, name: str, count: int) -> np.ndarray:
-    labels, fps = read_cholec80_phase_file(trained.annotations / f"{name}-phase.txt", PHASES)
+def gold_labels(trained_segmenter: Trained, name: str, count: int) -> np.ndarray:
+    labels, fps = read_cholec80_phase_file(
+        trained_segmenter.annotations / f"{name}-phase.txt", PHASES
+    )
     return align_labels(labels, fps, count, 1.0)
 
 
@@ -196,10 +198,12 @@ def test_bad_phase_files_raise_case_error(tmp_path: Path, text: str, message: st
 # -- training and prediction -----------------------------------------------------------------
 
 
-def test_training_reports_progress_and_learns(trained: Trained, segmenter: PhaseSegmenter) -> None:
-    stages = {event.stage for event in trained.events}
+def test_training_reports_progress_and_learns(
+    trained_segmenter: Trained, segmenter: PhaseSegmenter
+) -> None:
+    stages = {event.stage for event in trained_segmenter.events}
     assert stages == {"features", "train"}
-    epochs = [event for event in trained.events if event.stage == "train"]
+    epochs = [event for event in trained_segmenter.events if event.stage == "train"]
     assert [event.done for event in epochs] == list(range(1, 31))
     assert epochs[-1].loss is not None and epochs[0].loss is not None
     assert epochs[-1].loss < epochs[0].loss
@@ -209,15 +213,17 @@ def test_training_reports_progress_and_learns(trained: Trained, segmenter: Phase
     assert prior[1, 2] > prior[2, 1]  # learned from the annotations: forward moves are likely
 
 
-def test_held_out_video_is_recognised_in_order(trained: Trained, segmenter: PhaseSegmenter) -> None:
-    case = open_case(trained.held_out, trained.cache)
-    prediction = segmenter.predict(case, trained.cache)
-    gold = gold_labels(trained, HELD_OUT[0], len(prediction.labels))
+def test_held_out_video_is_recognised_in_order(
+    trained_segmenter: Trained, segmenter: PhaseSegmenter
+) -> None:
+    case = open_case(trained_segmenter.held_out, trained_segmenter.cache)
+    prediction = segmenter.predict(case, trained_segmenter.cache)
+    gold = gold_labels(trained_segmenter, HELD_OUT[0], len(prediction.labels))
     labels = np.asarray(prediction.labels[: len(gold)])
     assert (labels == gold).mean() > 0.85  # chance is 0.25
     assert np.all(np.diff(prediction.labels) >= 0)  # Viterbi keeps the procedure's order
     # Without it, the flash that looks like Access makes the per-second argmax jump back.
-    raw = np.asarray(segmenter.predict(case, trained.cache, smoothing=False).labels)
+    raw = np.asarray(segmenter.predict(case, trained_segmenter.cache, smoothing=False).labels)
     assert np.any(np.diff(raw) < 0) and (raw[: len(gold)] == gold).mean() < (labels == gold).mean()
     assert [s.phase for s in prediction.segments] == PHASES
     assert prediction.segments[0].start == 0.0
@@ -228,18 +234,20 @@ def test_held_out_video_is_recognised_in_order(trained: Trained, segmenter: Phas
 
 
 def test_features_and_predictions_are_cached(
-    trained: Trained, segmenter: PhaseSegmenter, monkeypatch: pytest.MonkeyPatch
+    trained_segmenter: Trained, segmenter: PhaseSegmenter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    case = open_case(trained.held_out, trained.cache)
-    first = segmenter.predict(case, trained.cache)
+    case = open_case(trained_segmenter.held_out, trained_segmenter.cache)
+    first = segmenter.predict(case, trained_segmenter.cache)
     opened = count_av_open(monkeypatch)
-    again = PhaseSegmenter.from_checkpoint(trained.checkpoint)
-    assert again.predict(case, trained.cache) == first
-    raw = again.predict(case, trained.cache, smoothing=False)  # new decoding, cached features
+    again = PhaseSegmenter.from_checkpoint(trained_segmenter.checkpoint)
+    assert again.predict(case, trained_segmenter.cache) == first
+    raw = again.predict(
+        case, trained_segmenter.cache, smoothing=False
+    )  # new decoding, cached features
     assert opened == [] and not raw.smoothed and raw.probabilities == first.probabilities
-    features = list(trained.cache.case_dir(case).glob("phase-features/*.npy"))
+    features = list(trained_segmenter.cache.case_dir(case).glob("phase-features/*.npy"))
     assert len(features) == 1 and np.load(features[0]).shape == (45, 512)
-    assert not list(trained.cache.root.rglob("*.tmp"))
+    assert not list(trained_segmenter.cache.root.rglob("*.tmp"))
 
 
 def test_viterbi_removes_flicker_and_backward_jumps() -> None:
@@ -256,26 +264,31 @@ def test_viterbi_removes_flicker_and_backward_jumps() -> None:
         assert viterbi(probs, transitions, initial).tolist() == truth.tolist()
 
 
-def test_resume_continues_the_checkpoint(trained: Trained, tmp_path: Path) -> None:
+def test_resume_continues_the_checkpoint(trained_segmenter: Trained, tmp_path: Path) -> None:
     args: dict[str, Any] = dict(
         out=tmp_path / "resume.pt",
         backbone="resnet18",
         vocabulary=PHASES,
-        cache=trained.cache,
+        cache=trained_segmenter.cache,
         image_size=64,
         head=SMALL_HEAD,
         lr=5e-3,
     )
     events: list[TrainProgress] = []
-    train_segmenter(trained.videos, trained.annotations, epochs=2, **args)
+    train_segmenter(trained_segmenter.videos, trained_segmenter.annotations, epochs=2, **args)
     train_segmenter(
-        trained.videos, trained.annotations, epochs=4, resume=True, progress=events.append, **args
+        trained_segmenter.videos,
+        trained_segmenter.annotations,
+        epochs=4,
+        resume=True,
+        progress=events.append,
+        **args,
     )
     assert [e.done for e in events if e.stage == "train"] == [3, 4]
     with pytest.raises(ConfigError, match="another vocabulary, backbone or head"):
         train_segmenter(
-            trained.videos,
-            trained.annotations,
+            trained_segmenter.videos,
+            trained_segmenter.annotations,
             epochs=5,
             resume=True,
             **{**args, "head": HeadConfig(stages=1, layers=2, channels=8)},
@@ -292,20 +305,20 @@ def test_frame_folder_cases_work(segmenter: PhaseSegmenter, tmp_path: Path) -> N
 # -- errors ----------------------------------------------------------------------------------
 
 
-def test_checkpoint_errors(trained: Trained, tmp_path: Path) -> None:
+def test_checkpoint_errors(trained_segmenter: Trained, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no phase-segmenter weights at"):
         PhaseSegmenter.from_checkpoint(tmp_path / "absent.pt")
     with pytest.raises(ConfigError, match="not a readable phase checkpoint"):
         PhaseSegmenter.from_checkpoint(random_bytes_file(tmp_path / "noise.pt"))
     cut = tmp_path / "cut.pt"
-    cut.write_bytes(trained.checkpoint.read_bytes()[:5000])
+    cut.write_bytes(trained_segmenter.checkpoint.read_bytes()[:5000])
     with pytest.raises(ConfigError, match="not a readable phase checkpoint"):
         PhaseSegmenter.from_checkpoint(cut)
-    with pytest.raises(ConfigError, match="trained for the phases Access, Dissection"):
-        PhaseSegmenter.from_checkpoint(trained.checkpoint, vocabulary=PHASES[:3])
+    with pytest.raises(ConfigError, match="trained_segmenter for the phases Access, Dissection"):
+        PhaseSegmenter.from_checkpoint(trained_segmenter.checkpoint, vocabulary=PHASES[:3])
     import torch
 
-    payload = torch.load(trained.checkpoint, weights_only=True)
+    payload = torch.load(trained_segmenter.checkpoint, weights_only=True)
     spec = json.loads(payload["spec"])
     spec["vocabulary"] = PHASES[:3]
     payload["spec"] = json.dumps(spec)
@@ -317,21 +330,28 @@ def test_checkpoint_errors(trained: Trained, tmp_path: Path) -> None:
         PhaseSegmenter.from_checkpoint(tmp_path / "other.pt")
 
 
-def test_training_input_errors(trained: Trained, tmp_path: Path) -> None:
+def test_training_input_errors(trained_segmenter: Trained, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no such folder"):
-        train_segmenter(tmp_path / "absent", trained.annotations, out=tmp_path / "x.pt")
+        train_segmenter(tmp_path / "absent", trained_segmenter.annotations, out=tmp_path / "x.pt")
     with pytest.raises(ConfigError, match="has a phase file"):
-        train_segmenter(trained.videos, tmp_path / "empty", out=tmp_path / "x.pt")
+        train_segmenter(trained_segmenter.videos, tmp_path / "empty", out=tmp_path / "x.pt")
     with pytest.raises(ConfigError, match="at least 1 epoch"):
-        train_segmenter(trained.videos, trained.annotations, out=tmp_path / "x.pt", epochs=0)
+        train_segmenter(
+            trained_segmenter.videos, trained_segmenter.annotations, out=tmp_path / "x.pt", epochs=0
+        )
     with pytest.raises(ConfigError, match="repeat"):
         train_segmenter(
-            trained.videos, trained.annotations, out=tmp_path / "x.pt", vocabulary=["a", "a"]
+            trained_segmenter.videos,
+            trained_segmenter.annotations,
+            out=tmp_path / "x.pt",
+            vocabulary=["a", "a"],
         )
     # The annotations name phases outside Cholec80's vocabulary (the default).
     with pytest.raises(CaseError, match="unknown phase 'Access'"):
-        train_segmenter(trained.videos, trained.annotations, out=tmp_path / "x.pt")
+        train_segmenter(
+            trained_segmenter.videos, trained_segmenter.annotations, out=tmp_path / "x.pt"
+        )
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -340,7 +360,7 @@ def build(spec: BackboneSpec) -> int:
     return FeatureExtractor(spec).feature_dim
 
 
-def test_backbone_errors(trained: Trained, tmp_path: Path) -> None:
+def test_backbone_errors(trained_segmenter: Trained, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Did you mean 'resnet18'"):
         build(BackboneSpec(name="resnet81"))
     with pytest.raises(ConfigError, match="neither a file nor weights of resnet18"):
@@ -391,8 +411,12 @@ def run_tool(ctx: Ctx, name: str, args: dict[str, Any]) -> ToolMessage:
 
 
 @pytest.fixture
-def ctx(trained: Trained, segmenter: PhaseSegmenter) -> Ctx:
-    return Ctx(open_case(trained.held_out, trained.cache), trained.cache, segmenter)
+def ctx(trained_segmenter: Trained, segmenter: PhaseSegmenter) -> Ctx:
+    return Ctx(
+        open_case(trained_segmenter.held_out, trained_segmenter.cache),
+        trained_segmenter.cache,
+        segmenter,
+    )
 
 
 def test_tool_schemas_are_for_the_planner() -> None:
@@ -446,8 +470,8 @@ def test_tool_input_errors_come_back_as_error_messages(
     assert reply.status == "error" and message in reply.text
 
 
-def test_both_tools_in_one_turn_share_one_prediction(trained: Trained, ctx: Ctx) -> None:
-    fresh = PhaseSegmenter.from_checkpoint(trained.checkpoint)
+def test_both_tools_in_one_turn_share_one_prediction(trained_segmenter: Trained, ctx: Ctx) -> None:
+    fresh = PhaseSegmenter.from_checkpoint(trained_segmenter.checkpoint)
     graph = StateGraph(MessagesState, context_schema=Ctx)
     graph.add_node("tools", ToolNode(make_phase_tools()))
     graph.add_edge(START, "tools")
@@ -471,16 +495,16 @@ def test_tools_without_a_segmenter_say_so(ctx: Ctx) -> None:
 # -- the CLI ---------------------------------------------------------------------------------
 
 
-def test_cli_predict_and_eval(trained: Trained, tmp_path: Path) -> None:
+def test_cli_predict_and_eval(trained_segmenter: Trained, tmp_path: Path) -> None:
     runner = CliRunner()
     preds = tmp_path / "preds"
     done = runner.invoke(
         phase_app,
         [
             "predict",
-            str(trained.held_out),
+            str(trained_segmenter.held_out),
             "--weights",
-            str(trained.checkpoint),
+            str(trained_segmenter.checkpoint),
             "--json",
             "--out",
             str(preds / "video04-phase.txt"),
@@ -491,7 +515,7 @@ def test_cli_predict_and_eval(trained: Trained, tmp_path: Path) -> None:
     assert [s.phase for s in prediction.segments] == PHASES
     gold = tmp_path / "gold"
     gold.mkdir()
-    shutil.copy(trained.annotations / "video04-phase.txt", gold)
+    shutil.copy(trained_segmenter.annotations / "video04-phase.txt", gold)
     scores = {}
     for variant in ("matlab", "intended", "strict"):
         done = runner.invoke(
@@ -520,22 +544,22 @@ def test_cli_predict_and_eval(trained: Trained, tmp_path: Path) -> None:
     )
     assert table.exit_code == 0 and "variant matlab" in table.stdout and "accuracy" in table.stdout
     missing = runner.invoke(
-        phase_app, ["eval", "--gold", str(trained.annotations), "--pred", str(preds)]
+        phase_app, ["eval", "--gold", str(trained_segmenter.annotations), "--pred", str(preds)]
     )
     assert isinstance(missing.exception, UserError) and "3 of 4 gold videos" in str(
         missing.exception
     )
 
 
-def test_cli_train(trained: Trained, tmp_path: Path) -> None:
+def test_cli_train(trained_segmenter: Trained, tmp_path: Path) -> None:
     done = CliRunner().invoke(
         phase_app,
         [
             "train",
             "--videos",
-            str(trained.videos),
+            str(trained_segmenter.videos),
             "--annotations",
-            str(trained.annotations),
+            str(trained_segmenter.annotations),
             "--out",
             str(tmp_path / "cli.pt"),
             "--epochs",

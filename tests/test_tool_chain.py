@@ -39,7 +39,8 @@ from tests.fixtures.videos import write_video
 from tests.fixtures.yolo import Box, draw_scene
 
 PHASES = ["CalotTriangleDissection", "ClippingCutting", "GallbladderDissection"]
-BORDERS = [(150, 40, 200), (40, 200, 200), (240, 130, 20)]
+# Phase borders far from every instrument's colour (a cyan border once read as a Hook).
+BORDERS = [(150, 40, 200), (30, 30, 30), (240, 240, 240)]
 # Per phase, the instruments on screen besides the Grasper, and where.
 PHASE_TOOLS: list[list[tuple[str, Box]]] = [
     [("Hook", (0.55, 0.50, 0.85, 0.85))],

@@ -1,1 +1,4 @@
-"""The retrieval room: guideline passages from the knowledge store, quoted as data."""
+"""The retrieval room: guideline passages from the knowledge store, quoted as data.
+
+``engine`` (search and quoting), ``tools`` (``search_guidelines``), ``types``.
+"""
