@@ -143,6 +143,8 @@ def run(
         )
     if summary.failed:
         err_console.print(f"{summary.failed} items failed; rerun with --retry-failed")
+    if summary.planned and summary.failed == summary.planned:
+        raise typer.Exit(1)  # nothing was answered: a pipeline must not go on as if it were
 
 
 @app.command()

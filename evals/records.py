@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = [
     "shard",
     "write_tasks",
 ]
+
+log = logging.getLogger(__name__)
 
 TASK_SET_FORMAT = "surgagent-tasks/1"
 
@@ -221,25 +224,35 @@ def shard(tasks: Sequence[TaskRecord], index: int, count: int) -> list[TaskRecor
 
 
 def append_result(path: Path, result: ResultRecord) -> None:
-    """Append one result line and flush it to disk (a crash loses at most the line in flight)."""
-    with path.open("a", encoding="utf-8") as out:
-        out.write(result.model_dump_json() + "\n")
+    """Append one result line and flush it to disk (a crash loses at most the line in flight).
+
+    A line torn by an earlier crash is ended first, so it can never swallow this record.
+    """
+    with path.open("a+b") as out:
+        if out.tell() > 0:
+            out.seek(-1, os.SEEK_END)
+            if out.read(1) != b"\n":
+                out.write(b"\n")
+        out.write(result.model_dump_json().encode("utf-8") + b"\n")
         out.flush()
         os.fsync(out.fileno())
 
 
 def read_results(paths: Path | Iterable[Path]) -> Iterator[ResultRecord]:
-    """Results from one or more ``results.jsonl`` files; a torn last line is skipped."""
+    """Results from one or more ``results.jsonl`` files.
+
+    A line that is not a result (torn by a killed process, or edited by hand) is skipped and
+    logged with its file and line number; it never stops the others from being read.
+    """
     for path in [paths] if isinstance(paths, Path) else paths:
         if not path.exists():
             continue
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 yield ResultRecord.model_validate_json(line)
-            except ValidationError:
-                if number == len(lines):  # written while the process was killed
-                    continue
-                raise
+            except ValidationError as error:
+                reason = error.errors()[0]["msg"] if error.errors() else str(error)
+                log.warning("%s:%d: skipped a line that is not a result (%s)", path, number, reason)

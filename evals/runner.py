@@ -13,16 +13,19 @@ limit; with ``context="case"`` the items of one case form one conversation, in o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
 from pydantic import BaseModel
 
 from surgagent.evals.records import (
@@ -170,7 +173,8 @@ def run_eval(
         progress: Called with ``(finished, planned)`` after each item.
 
     Raises:
-        ValueError: If the run folder holds another task set or context, or a bad shard.
+        ValueError: If the run folder holds another task set or context, a bad shard, or
+            another process is writing the same results file.
     """
     began = time.perf_counter()
     header, tasks = read_tasks(tasks_file)
@@ -187,35 +191,53 @@ def run_eval(
     )
     _check_manifest(run_dir, manifest)
     results_path = run_dir / _results_name(shard_spec)
-    previous = list(read_results(results_path))
-    pending, skipped = _pending(tasks, sorted(systems), previous, retry_failed)
-    counts = {"done": 0, "failed": 0}
-    write_lock = threading.Lock()
+    with _only_writer(results_path):
+        previous = list(read_results(results_path))
+        pending, skipped = _pending(tasks, sorted(systems), previous, retry_failed)
+        counts = {"done": 0, "failed": 0}
+        write_lock = threading.Lock()
 
-    def run_unit(unit: list[tuple[str, TaskRecord, int]]) -> None:
-        for system_name, item, attempt in unit:
-            system = systems[system_name]
-            thread = None
-            if context == "case":
-                thread = f"{system_name}:{item.case or item.id}:{attempt}"
-            result = system.answer(item, thread)
-            result = result.model_copy(update={"attempt": attempt, "context": context})
-            with write_lock:
-                append_result(results_path, result)
-                counts["done" if result.status == "ok" else "failed"] += 1
-                if progress:
-                    progress(counts["done"] + counts["failed"], len(pending))
+        def run_unit(unit: list[tuple[str, TaskRecord, int]]) -> None:
+            for system_name, item, attempt in unit:
+                system = systems[system_name]
+                thread = None
+                if context == "case":
+                    thread = f"{system_name}:{item.case or item.id}:{attempt}"
+                result = system.answer(item, thread)
+                result = result.model_copy(update={"attempt": attempt, "context": context})
+                with write_lock:
+                    append_result(results_path, result)
+                    counts["done" if result.status == "ok" else "failed"] += 1
+                    if progress:
+                        progress(counts["done"] + counts["failed"], len(pending))
 
-    asyncio.run(_run_units(_units(pending, context), run_unit, concurrency))
-    return RunSummary(
-        run_dir=str(run_dir),
-        results_file=str(results_path),
-        planned=len(pending),
-        done=counts["done"],
-        skipped=skipped,
-        failed=counts["failed"],
-        seconds=round(time.perf_counter() - began, 3),
-    )
+        asyncio.run(_run_units(_units(pending, context), run_unit, concurrency))
+        return RunSummary(
+            run_dir=str(run_dir),
+            results_file=str(results_path),
+            planned=len(pending),
+            done=counts["done"],
+            skipped=skipped,
+            failed=counts["failed"],
+            seconds=round(time.perf_counter() - began, 3),
+        )
+
+
+@contextlib.contextmanager
+def _only_writer(results_path: Path) -> Iterator[None]:
+    """Hold the results file for this process; a second run on it is refused at once."""
+    lock = FileLock(results_path.with_suffix(".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except FileLockTimeout:
+        raise ValueError(
+            f"{results_path} is being written by another eval run; wait for it to finish, or "
+            "give this one its own --out (or --shard)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 async def _run_units(

@@ -12,31 +12,7 @@ from pathlib import Path
 import pytest
 
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "surgagent", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        input=stdin,
-        cwd=REPO,
-        timeout=120,
-    )
-
-
-def openai_env(server: ScriptedOpenAIServer) -> dict[str, str]:
-    return {
-        "SURGAGENT_PLANNER__BACKEND": "openai",
-        "SURGAGENT_PLANNER__BASE_URL": server.base_url,
-        "SURGAGENT_PLANNER__MODEL": "Qwen/Qwen3.5-9B",
-    }
+from tests.fixtures.cli import REPO, openai_env, run_cli
 
 
 def test_help_is_instant_and_loads_no_torch() -> None:

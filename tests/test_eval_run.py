@@ -29,6 +29,7 @@ from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, Scripted
 from surgagent.evals.records import read_results, read_tasks
 from surgagent.tools.phase.annotations import write_cholec80_phase_file
 from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from tests.fixtures.cli import run_cli
 from tests.fixtures.videos import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,17 +108,6 @@ class Model:
         return ScriptedReply(content=self.answer(item, "agent"), reasoning="The frame settles it.")
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "surgagent", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=REPO,
-        timeout=300,
-    )
-
-
 def model_env(server: ScriptedOpenAIServer) -> dict[str, str]:
     return {
         "SURGAGENT_PLANNER__BACKEND": "openai",
@@ -128,11 +118,15 @@ def model_env(server: ScriptedOpenAIServer) -> dict[str, str]:
     }
 
 
+def run_cli_slow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env=env, timeout=300)
+
+
 @pytest.mark.slow
 def test_tasks_run_killed_resumed_and_reported(tmp_path: Path) -> None:
     data, tasks_file, run_dir = tmp_path / "cholec80", tmp_path / "c80.jsonl", tmp_path / "run"
     write_cholec80(data)
-    built = run_cli(
+    built = run_cli_slow(
         "eval", "tasks", str(data), "--dataset", "cholec80", "--out", str(tasks_file),
         "--tasks", "cholec80-phase,cholec80-tools", "--every", "30", env={},
     )  # fmt: skip
@@ -156,7 +150,7 @@ def test_tasks_run_killed_resumed_and_reported(tmp_path: Path) -> None:
         killed_at = list(read_results(results))
         assert 10 <= len(killed_at) < 2 * len(items)  # stopped midway
 
-        resumed = run_cli(*command[3:], "--json", env=env)
+        resumed = run_cli_slow(*command[3:], "--json", env=env)
         assert resumed.returncode == 0, resumed.stderr
         summary = json.loads(resumed.stdout)
         assert summary["skipped"] == len(killed_at) and summary["failed"] == 0
@@ -174,7 +168,7 @@ def test_tasks_run_killed_resumed_and_reported(tmp_path: Path) -> None:
     agent_steps = [r.trace for r in final if r.system == "agent"][0]
     assert [step["tool"] for step in agent_steps if step["node"] == "tools"] == ["look_at_frames"]
 
-    reported = run_cli("eval", "report", str(run_dir), "--json", "--bootstrap", "200", env={})
+    reported = run_cli_slow("eval", "report", str(run_dir), "--json", "--bootstrap", "200", env={})
     assert reported.returncode == 0, reported.stderr
     report = json.loads(reported.stdout)
     phase = report["scores"]["cholec80-phase"]

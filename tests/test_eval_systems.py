@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,90 @@ def test_eval_score_cli_on_phase_files(tmp_path: Path) -> None:
     scores = json.loads(result.stdout)
     assert scores["variant"] == "matlab" and scores["accuracy"] == pytest.approx(100.0)
     assert scores["videos"] == ["video41"]
+
+
+def test_a_torn_last_line_loses_nothing_and_is_reported(
+    dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    items = build_task_set(dataset, "cholec80", tasks=["cholec80-phase"], every_s=90)
+    tasks_file = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_file, items, name="phase")
+    run_dir = tmp_path / "run"
+    with ScriptedOpenAIServer(lambda request: ScriptedReply(content="Preparation")) as server:
+        systems = make_systems(
+            ["direct"],
+            media_root=dataset,
+            work_dir=run_dir,
+            settings=settings_for(server, tmp_path),
+        )
+        half = tasks_file.with_name("half.jsonl")
+        write_tasks(half, items[: len(items) // 2], name="phase")
+        run_eval(half, run_dir, systems)
+        results = run_dir / "results.jsonl"
+        lines = results.read_text().splitlines()
+        # A kill in the middle of a write: the last record is cut, with no line end.
+        results.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+        (run_dir / "run.json").unlink()  # the full task set is a new one for this folder
+        resumed = run_eval(tasks_file, run_dir, systems)
+    assert resumed.done == len(items) - len(lines) + 1  # the torn item is run again
+    torn_at = len(lines)
+    assert f"{results}:{torn_at}: skipped a line that is not a result" in caplog.text
+    latest = {r.item_id for r in read_results(results)}
+    assert latest == {item.id for item in items}  # nothing appended onto the torn line is lost
+    report = build_report([run_dir], bootstrap=0)
+    assert report.failures == {}
+
+
+def test_a_second_run_on_the_same_results_is_refused(dataset: Path, tmp_path: Path) -> None:
+    items = build_task_set(dataset, "cholec80", tasks=["cholec80-phase"], every_s=90)
+    tasks_file = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_file, items, name="phase")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir / "results.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with ScriptedOpenAIServer(["never used"]) as server:
+            systems = make_systems(
+                ["direct"], media_root=dataset, work_dir=run_dir,
+                settings=settings_for(server, tmp_path),
+            )  # fmt: skip
+            with pytest.raises(ValueError, match="is being written by another eval run"):
+                run_eval(tasks_file, run_dir, systems)
+        assert server.requests == []  # nothing ran twice
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+with FileLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_eval_run_exits_non_zero_when_every_item_failed(dataset: Path, tmp_path: Path) -> None:
+    from surgagent.cli.main import app
+
+    items = build_task_set(dataset, "cholec80", tasks=["cholec80-phase"], every_s=90)
+    tasks_file = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_file, items, name="phase")
+    down = lambda request: ScriptedReply(status=503, error="overloaded")  # noqa: E731
+    with ScriptedOpenAIServer(down) as server:
+        env = {
+            "SURGAGENT_PLANNER__BACKEND": "openai",
+            "SURGAGENT_PLANNER__BASE_URL": server.base_url,
+            "SURGAGENT_PLANNER__MAX_RETRIES": "0",
+            "SURGAGENT_PERCEPTION__ENABLED": "false",
+        }
+        run = ["eval", "run", str(tasks_file), "--out", str(tmp_path / "run"), "--json"]
+        result = CliRunner().invoke(app, [*run, "--systems", "direct"], env=env)
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["failed"] == len(items)
