@@ -23,6 +23,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.tool import invalid_tool_call
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.runtime import Runtime
@@ -119,6 +120,43 @@ def _planner_turns(messages: Sequence[AnyMessage]) -> int:
     return sum(isinstance(m, AIMessage) for m in current_turn(messages))
 
 
+# The range of integers every checkpointer can store (msgpack: 64-bit signed or unsigned).
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def _unstorable(value: Any, where: str) -> str | None:
+    """Why a tool-call argument cannot be kept in a checkpoint, or None when it can."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return None
+    if isinstance(value, int):
+        return None if value in _INT_RANGE else f"{where} holds {value}, too large a number"
+    if isinstance(value, list | dict):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            problem = _unstorable(item, f"{where}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    return f"{where} holds a {type(value).__name__}, not a JSON value"
+
+
+def _reject_unstorable_calls(reply: AIMessage) -> None:
+    """Make calls with arguments no checkpoint can store invalid calls, planner-fixable.
+
+    This runs before the reply reaches the checkpointer, which would otherwise fail on it
+    and lose the turn.
+    """
+    kept = []
+    for call in reply.tool_calls:
+        problem = _unstorable(call["args"], "the arguments")
+        if problem is None:
+            kept.append(call)
+        else:
+            error = invalid_tool_call(name=call["name"], args=None, id=call["id"], error=problem)
+            reply.invalid_tool_calls.append(error)
+    reply.tool_calls = kept
+
+
 def _invalid_call_replies(reply: AIMessage) -> list[ToolMessage]:
     """Error tool messages for calls the planner wrote but that could not be parsed."""
     return [
@@ -156,6 +194,7 @@ def make_plan_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
             **reply.response_metadata,
             "duration_s": round(time.perf_counter() - started, 4),
         }
+        _reject_unstorable_calls(reply)
         return {"messages": [reply, *_invalid_call_replies(reply)]}
 
     return plan

@@ -263,3 +263,24 @@ def test_unknown_session_is_named_with_the_recent_ones() -> None:
     assert history.returncode == 0, history.stderr
     assert history.stdout.count("question in older?") == 2  # shown on resume, then /history
     assert "First answer." in history.stdout
+
+
+def test_chat_survives_a_failed_turn() -> None:
+    script = [ScriptedReply(garbage=True), ScriptedReply(content="The grasper, at [00:02].")]
+    with ScriptedOpenAIServer(script) as server:
+        env = {**openai_env(server), "SURGAGENT_PLANNER__MAX_RETRIES": "0"}
+        done = run_cli(
+            "chat",
+            "examples/sample_case/sample_lapchole.mp4",
+            "--session",
+            "bumpy",
+            env=env,
+            stdin="first?\nsecond?\n/history\n",
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    shown = " ".join(done.stdout.split())  # long lines are wrapped on a terminal
+    assert "(it sent a line that is not JSON)" in shown
+    assert "The grasper, at [00:02]." in done.stdout  # the next question ran
+    # /history lists both turns: the failed one (unanswered) and the one after it.
+    assert "you> first?\n(no answer)\nyou> second?\nThe grasper" in done.stdout

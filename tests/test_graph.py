@@ -240,6 +240,22 @@ def test_sqlite_sessions_survive_a_restart(case_video: Path) -> None:
     assert get_settings().sessions_db.exists()
 
 
+def test_arguments_no_checkpoint_can_store_go_back_to_the_planner(case_video: Path) -> None:
+    replies = [call("look_at_frames", times=[2**70]), say("I looked at 00:02 instead [00:02].")]
+    planner = ScriptedChatModel(replies=replies)
+    agent = SurgicalAgent.from_settings(planner_model=planner, sessions="sqlite")
+    result = agent.invoke("What is at 2 s?", case=case_video, thread_id="big")
+    assert result.status == "answered" and "00:02" in result.answer
+    (error,) = tool_messages(agent, "big")
+    assert error.status == "error"
+    assert "the arguments['times'][0] holds 1180591620717411303424, too large a number" in (
+        error.text
+    )
+    # The turn was saved: a new agent on the same file finds the whole exchange.
+    again = SurgicalAgent.from_settings(planner_model=planner, sessions="sqlite")
+    assert [turn.answer for turn in again.turns("big")] == [result.answer]
+
+
 def test_stream_reports_steps_tokens_and_the_answer(case_video: Path) -> None:
     agent = make_agent([call("look_at_frames", times=["1"]), say("Clipper at [00:01] frame.")])
     events = list(agent.stream("Q?", case=case_video))

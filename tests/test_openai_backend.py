@@ -271,6 +271,24 @@ def test_stream_broken_midway_raises() -> None:
         assert len(server.requests) == 1  # chunks were already passed on: no retry
 
 
+def test_a_body_that_is_not_json_is_a_backend_error() -> None:
+    replies = [ScriptedReply(garbage=True)] * 2 + [ScriptedReply(content="Clipping.")]
+    with ScriptedOpenAIServer(replies) as server:
+        assert make_chat(server).invoke(QUESTION).content == "Clipping."  # retried, then fine
+    with ScriptedOpenAIServer([ScriptedReply(garbage=True)] * 3) as server:
+        with pytest.raises(BackendError) as raised:
+            make_chat(server).invoke(QUESTION)
+    assert f"endpoint {server.base_url} answered with a body that is not JSON (3 tries)" in str(
+        raised.value
+    )
+
+
+def test_a_stream_line_that_is_not_json_is_a_backend_error() -> None:
+    with ScriptedOpenAIServer([ScriptedReply(content="x" * 80, garbage=True)]) as server:
+        with pytest.raises(BackendError, match="it sent a line that is not JSON"):
+            streamed(make_chat(server))
+
+
 def test_stream_dropped_before_first_chunk_is_retried() -> None:
     replies = [ScriptedReply(break_after=0), ScriptedReply(content="Clipping.")]
     with ScriptedOpenAIServer(replies) as server:

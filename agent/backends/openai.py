@@ -69,7 +69,8 @@ def _errors() -> tuple[type[BaseException], ...]:
     import httpx
     import openai
 
-    return (openai.APIError, httpx.HTTPError)
+    # A body or stream line that is not JSON is the server's fault too, not a bug of ours.
+    return (openai.APIError, httpx.HTTPError, json.JSONDecodeError)
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -378,6 +379,9 @@ class OpenAIChat(ChatBackend):
             return _Failure(
                 f"answered HTTP {status} ({said})", status == 429 or status >= 500, hint, wait
             )
+        if isinstance(exc, json.JSONDecodeError):
+            hint = f"is {self._env('base_url')} an OpenAI-compatible endpoint (ending in /v1)?"
+            return _Failure("answered with a body that is not JSON", True, hint)
         if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
             cause = exc.__cause__ or exc
             hint = f"is the server running? check {self._env('base_url')}"
@@ -432,6 +436,8 @@ class OpenAIChat(ChatBackend):
     def _broken(self, reader: _ChunkReader, exc: BaseException | None) -> BackendError:
         if exc is None:
             why = "the stream ended without a finish reason"
+        elif isinstance(exc, json.JSONDecodeError):
+            why = "it sent a line that is not JSON"
         elif isinstance(exc, _errors()) and exc.__cause__ is not None:
             why = error_reason(exc.__cause__)
         else:

@@ -62,6 +62,8 @@ class ScriptedReply(BaseModel):
         hang: Never answer (until the server closes), to test client timeouts.
         break_after: Drop the connection after this many stream chunks (0: before any
             response, also for non-streaming requests), to test broken connections.
+        garbage: Answer HTTP 200 with a body that is not JSON (streamed: a ``data:`` line
+            that is not JSON after the first chunk), as a broken proxy or server might.
     """
 
     content: str = ""
@@ -77,6 +79,7 @@ class ScriptedReply(BaseModel):
     delay: float = Field(default=0.0, ge=0)
     hang: bool = False
     break_after: int | None = Field(default=None, ge=0)
+    garbage: bool = False
 
 
 Script = Sequence[ScriptedReply | str] | Callable[[dict[str, Any]], ScriptedReply | str]
@@ -506,7 +509,14 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status != 200:
             self._send_error(reply.status, reply.error or f"scripted failure {reply.status}")
             return
-        if request.get("stream"):
+        if reply.garbage and not request.get("stream"):
+            data = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif request.get("stream"):
             self._stream(reply, request, model)
         else:
             self._send_json(200, _completion(reply, request, model))
@@ -533,6 +543,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             write(f"data: {json.dumps(event)}\n\n")
+            if reply.garbage:
+                write("data: {this is not json\n\n")
+                write("data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return
         write("data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
