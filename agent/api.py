@@ -31,6 +31,7 @@ from surgagent.graphs.case_review import build_case_review_graph, recursion_limi
 from surgagent.graphs.context import RunContext
 from surgagent.graphs.nodes import Prompts
 from surgagent.graphs.result import AnswerResult
+from surgagent.graphs.turn import close_dangling_calls
 from surgagent.tools.answers import split_thinking
 from surgagent.tools.cache import Case, CaseCache
 from surgagent.tools.video.engine import open_case
@@ -301,7 +302,8 @@ class SurgicalAgent:
             "configurable": {"thread_id": thread_id},
             "recursion_limit": recursion_limit(self.settings.step_budget),
         }
-        known = self.graph.get_state(config).values.get("case_id")
+        state = self.graph.get_state(config).values
+        known = state.get("case_id")
         if case is None:
             if known is None:
                 raise UserError(f"session {thread_id!r} is new: say which case it is about")
@@ -312,8 +314,11 @@ class SurgicalAgent:
                 f"session {thread_id!r} is about case {known!r}, not {opened.id!r}; "
                 "start a new session for another case"
             )
+        repairs = close_dangling_calls(state.get("messages", []))
+        if repairs:
+            logger.warning("session %s: closed %d interrupted tool calls", thread_id, len(repairs))
         inputs = {
-            "messages": [HumanMessage(content=question)],
+            "messages": [*repairs, HumanMessage(content=question)],
             "case_id": opened.id,
             "error": None,
             "result": None,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_result",
+    "close_dangling_calls",
     "current_turn",
     "describe_case",
     "ground_citations",
@@ -37,6 +38,31 @@ def current_turn(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
         if isinstance(messages[index], HumanMessage):
             return list(messages[index + 1 :])
     return list(messages)
+
+
+def close_dangling_calls(messages: Sequence[AnyMessage]) -> list[ToolMessage]:
+    """Error replies for tool calls a stopped process never answered (killed mid-call).
+
+    Every call of the session's last assistant message must have its tool reply before the
+    next question, or the model would see a call without a result.
+    """
+    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+    last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    if last is None:
+        return []
+    return [
+        ToolMessage(
+            content=(
+                f"Error: {call['name']} was interrupted before it finished (the session was "
+                "stopped); its result is unknown."
+            ),
+            name=call["name"],
+            tool_call_id=call["id"] or "",
+            status="error",
+        )
+        for call in last.tool_calls
+        if call["id"] not in answered
+    ]
 
 
 def describe_case(case: Case) -> str:

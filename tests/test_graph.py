@@ -256,6 +256,28 @@ def test_arguments_no_checkpoint_can_store_go_back_to_the_planner(case_video: Pa
     assert [turn.answer for turn in again.turns("big")] == [result.answer]
 
 
+def test_a_call_interrupted_by_a_kill_is_closed_on_resume(case_video: Path) -> None:
+    planner = ScriptedChatModel(replies=[say("Resumed; the grasper is at [00:02].")])
+    agent = SurgicalAgent.from_settings(planner_model=planner, sessions="sqlite")
+    config = {"configurable": {"thread_id": "killed"}}
+    opened = agent.open_case(case_video)
+    # What a `kill -9` during a tool call leaves in the sessions file: the call, no reply.
+    interrupted = AIMessage(
+        "", tool_calls=[{"name": "look_at_frames", "args": {"times": ["2"]}, "id": "c1"}]
+    )
+    agent.graph.update_state(
+        config, {"messages": [HumanMessage("q1"), interrupted], "case_id": opened.id}
+    )
+    result = agent.invoke("And now?", thread_id="killed")
+    assert result.status == "answered"
+    sent = planner.seen[-1]
+    position = next(i for i, m in enumerate(sent) if getattr(m, "tool_calls", None))
+    reply = sent[position + 1]
+    assert isinstance(reply, ToolMessage) and reply.tool_call_id == "c1"
+    assert reply.status == "error" and "was interrupted before it finished" in reply.text
+    assert isinstance(sent[position + 2], HumanMessage) and sent[position + 2].text == "And now?"
+
+
 def test_stream_reports_steps_tokens_and_the_answer(case_video: Path) -> None:
     agent = make_agent([call("look_at_frames", times=["1"]), say("Clipper at [00:01] frame.")])
     events = list(agent.stream("Q?", case=case_video))

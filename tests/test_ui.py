@@ -24,6 +24,10 @@ def test_uploads_are_checked_and_kept_inside_the_data_dir(tmp_path: Path, case_v
     stored = store_upload(sneaky, uploads, max_mb=100)
     assert stored.is_relative_to(uploads.resolve()) and stored.name == "evil_name_rm_-rf.mp4"
     assert store_upload(sneaky, uploads, max_mb=100) == stored  # same content, same place
+    long = tmp_path / ("laparoscopic cholecystectomy " * 6 + ".MOV")
+    long.write_bytes(case_video.read_bytes() + b"\0")
+    kept = store_upload(long, uploads, max_mb=100)
+    assert kept.suffix == ".mov" and len(kept.stem) == 80  # cut short, still a video by name
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
     with pytest.raises(UploadError, match="not a video file"):

@@ -31,9 +31,16 @@ class UploadError(ValueError):
     """An upload that cannot be used as a case; the message says why."""
 
 
+_MAX_STEM = 80
+
+
 def _safe_name(name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "case"
-    return stem[:80]
+    """A file name safe to store: shell- and path-free, the stem cut short, the suffix kept."""
+    path = Path(Path(name).name)
+    suffix = path.suffix.lower() if path.suffix.lower() in VIDEO_SUFFIXES else ""
+    stem = path.name[: -len(suffix)] if suffix else path.name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "case"
+    return stem[:_MAX_STEM] + suffix
 
 
 def store_upload(source: Path, uploads: Path, *, max_mb: float) -> Path:
