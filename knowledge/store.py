@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -268,12 +269,7 @@ class KnowledgeStore:
 
     def _rebuild(self, old: Manifest | None, progress: Progress | None) -> Manifest:
         on_disk = self._generations_on_disk()
-        source = old.generation if old else (on_disk[-1] if on_disk else None)
-        user: list[Passage] = []
-        if source is not None:
-            view = self._open(source)
-            user = [view.passage(r) for r, m in enumerate(view.metadatas) if m["origin"] == "user"]
-        documents = old.documents if old else recovered_documents(user)
+        user, documents = self._user_passages(old, on_disk)
         passages = [*self.corpus, *user]
         generation = max([0, *on_disk]) + 1
         collection = self._client(generation).create_collection(
@@ -292,6 +288,38 @@ class KnowledgeStore:
         )
         self._publish(manifest, old)
         return manifest
+
+    def _user_passages(
+        self, old: Manifest | None, on_disk: list[int]
+    ) -> tuple[list[Passage], dict[str, DocumentRecord]]:
+        """The user documents to carry into a rebuild, from the newest readable source.
+
+        The published generation first, then older ones on disk; where no database can be
+        read, the documents the manifest lists are read again from their files, if they are
+        still there unchanged (the others are named in a warning: add them again).
+        """
+        newest_first = sorted(on_disk, reverse=True)
+        if old is not None:
+            newest_first = [old.generation, *(g for g in newest_first if g != old.generation)]
+        for generation in newest_first:
+            try:
+                view = self._open(generation)
+            except KnowledgeError as error:
+                logger.warning("%s; trying an older copy", error)
+                continue
+            rows = [r for r, m in enumerate(view.metadatas) if m["origin"] == "user"]
+            user = [view.passage(r) for r in rows]
+            same = old is not None and generation == old.generation
+            return user, (old.documents if same and old else recovered_documents(user))
+        user, documents = [], {}
+        for key, record in (old.documents if old else {}).items():
+            path = Path(record.path)
+            if path.is_file() and _sha256(path) == record.sha256:
+                user += read_document(path)
+                documents[key] = record
+            else:
+                logger.warning("%s could not be recovered; add it again", record.path)
+        return user, documents
 
     def _publish_change(
         self,
@@ -377,13 +405,28 @@ class KnowledgeStore:
             str(folder), settings=ChromaSettings(anonymized_telemetry=False)
         )
 
+    @contextlib.contextmanager
+    def _reading(self, generation: int) -> Iterator[None]:
+        """Turn chromadb's failures on a damaged database into one `KnowledgeError`."""
+        from chromadb.errors import ChromaError
+
+        try:
+            yield
+        except (ChromaError, sqlite3.DatabaseError) as error:
+            database = self._generation_dir(generation) / "chroma.sqlite3"
+            raise KnowledgeError(
+                f"the knowledge store's database {database} cannot be read ({error}); "
+                "run `surgagent knowledge rebuild` to build it again"
+            ) from error
+
     def _open(self, generation: int) -> StoreView:
         import numpy as np
 
-        collection = self._client(generation).get_collection(
-            COLLECTION, embedding_function=self.embedder.chroma_function()
-        )
-        data = collection.get(include=["documents", "metadatas"])
+        with self._reading(generation):
+            collection = self._client(generation).get_collection(
+                COLLECTION, embedding_function=self.embedder.chroma_function()
+            )
+            data = collection.get(include=["documents", "metadatas"])
         texts = list(data["documents"] or [])
         metadatas = [dict(m) for m in data["metadatas"] or []]
         keyword = KeywordIndex(
@@ -453,12 +496,13 @@ class KnowledgeStore:
         where = where_conditions(view, topic, source)
         allowed = None if where is None else allowed_rows(view, where)
         vector = self.embedder.embed([query])
-        result = view.collection.query(
-            query_embeddings=vector,
-            n_results=min(CANDIDATES, len(view.ids)),
-            where=chroma_where(where),
-            include=["distances"],
-        )
+        with self._reading(view.generation):
+            result = view.collection.query(
+                query_embeddings=vector,
+                n_results=min(CANDIDATES, len(view.ids)),
+                where=chroma_where(where),
+                include=["distances"],
+            )
         dense = [
             (view.row[pid], 1.0 - float(distance))
             for pid, distance in zip(result["ids"][0], result["distances"][0], strict=True)

@@ -288,3 +288,30 @@ def test_a_reader_process_never_sees_half_a_write(tmp_path: Path, minilm: Embedd
     for s in seen:
         assert len(s["sources"]) % 3 == 0
     assert len({s["count"] for s in seen}) >= 2  # it did watch the store change
+
+
+@pytest.mark.slow
+def test_a_damaged_database_is_named_and_rebuild_repairs_it(tmp_path: Path) -> None:
+    """chromadb keeps a database open per process, so each step is a new `surgagent` run."""
+    from tests.fixtures.cli import run_cli
+
+    env = {"SURGAGENT_KNOWLEDGE__EMBEDDING_MODEL": str(build_tiny_sentence_model(tmp_path / "m"))}
+    doc = tmp_path / "ward.md"
+    doc.write_text("# Ward protocol\n\nPlace three titanium clips on the duct.\n")
+    added = run_cli("knowledge", "add", str(doc), env=env)
+    assert added.returncode == 0, added.stderr
+    for database in tmp_path.glob("surgagent-data/knowledge/generations/*/chroma.sqlite3"):
+        with database.open("r+b") as handle:
+            handle.write(b"not a database!!")  # the SQLite header, overwritten
+    broken = run_cli("knowledge", "search", "titanium clips", env=env)
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    message = " ".join(broken.stderr.split())
+    assert (
+        "the knowledge store's database" in message and "chroma.sqlite3 cannot be read" in message
+    )
+    assert "run `surgagent knowledge rebuild`" in message
+    rebuilt = run_cli("knowledge", "rebuild", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    found = run_cli("knowledge", "search", "titanium clips", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["hits"][0]["passage"]["source"] == "ward.md"
