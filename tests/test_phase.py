@@ -1,4 +1,4 @@
-"""tools.phase: the phase segmenter trained_segmenter on synthetic videos, its tools and its CLI.
+"""The phase room: the segmenter trained on synthetic videos, its tools and its CLI.
 
 Each synthetic video shows four phases in a fixed order with varying durations; every phase
 has its own colour and texture (plus noise). A random-init backbone's features are enough for
@@ -314,7 +314,7 @@ def test_checkpoint_errors(trained_segmenter: Trained, tmp_path: Path) -> None:
     cut.write_bytes(trained_segmenter.checkpoint.read_bytes()[:5000])
     with pytest.raises(ConfigError, match="not a readable phase checkpoint"):
         PhaseSegmenter.from_checkpoint(cut)
-    with pytest.raises(ConfigError, match="trained_segmenter for the phases Access, Dissection"):
+    with pytest.raises(ConfigError, match="trained for the phases Access, Dissection"):
         PhaseSegmenter.from_checkpoint(trained_segmenter.checkpoint, vocabulary=PHASES[:3])
     import torch
 
