@@ -428,12 +428,27 @@ class SurgicalAgent:
 
 
 def sqlite_checkpointer(path: Path) -> BaseCheckpointSaver[Any]:
-    """A LangGraph SQLite checkpointer at ``path`` (created with its folder if missing)."""
+    """A LangGraph SQLite checkpointer at ``path`` (created with its folder if missing).
+
+    Raises:
+        UserError: If the file is not a readable sessions database; the message says how to
+            start afresh without losing it.
+    """
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(str(path), check_same_thread=False)
-    return SqliteSaver(connection)
+    saver = SqliteSaver(connection)
+    try:
+        saver.setup()  # reads the schema: a file that is not a database fails here
+        connection.execute("SELECT thread_id FROM checkpoints LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise UserError(
+            f"the sessions file {path} cannot be read ({error}); move it aside "
+            f"(mv {path} {path}.broken) to start with no saved sessions"
+        ) from error
+    return saver
 
 
 def _token_events(chunk: BaseMessage, metadata: dict[str, Any]) -> Iterator[AgentEvent]:

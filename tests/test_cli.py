@@ -284,3 +284,16 @@ def test_chat_survives_a_failed_turn() -> None:
     assert "The grasper, at [00:02]." in done.stdout  # the next question ran
     # /history lists both turns: the failed one (unanswered) and the one after it.
     assert "you> first?\n(no answer)\nyou> second?\nThe grasper" in done.stdout
+
+
+def test_a_damaged_sessions_file_is_one_sentence(isolated_settings: Path) -> None:
+    sessions = isolated_settings / "sessions.sqlite"
+    sessions.parent.mkdir(parents=True, exist_ok=True)
+    sessions.write_bytes(b"this was never a database " * 100)
+    with ScriptedOpenAIServer(["never used"]) as server:
+        done = run_cli("chat", "--session", "s1", env=openai_env(server), stdin="hi\n")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    message = " ".join(done.stderr.split())
+    assert f"the sessions file {sessions} cannot be read (file is not a database)" in message
+    assert f"mv {sessions} {sessions}.broken" in message
+    assert sessions.read_bytes().startswith(b"this was never")  # left as it was
