@@ -165,7 +165,9 @@ def open_knowledge_store(settings: Settings) -> KnowledgeStore:
 
     options = settings.knowledge
     embedder = Embedder(options.embedding_model, device=options.device)
-    return KnowledgeStore(settings.knowledge_dir, embedder)
+    return KnowledgeStore(
+        settings.knowledge_dir, embedder, max_document_mb=settings.knowledge.max_document_mb
+    )
 
 
 class SurgicalAgent:

@@ -130,6 +130,9 @@ class KnowledgeSettings(_Section):
     )
     device: str = Field("cpu", description="device the embedding model runs on")
     top_k: int = Field(4, ge=1, le=8, description="passages one search returns by default")
+    max_document_mb: float = Field(
+        32.0, gt=0, description="largest document `knowledge add` accepts, in MB"
+    )
 
 
 def config_file() -> Path:

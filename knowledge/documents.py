@@ -63,7 +63,12 @@ def document_id(path: Path) -> str:
     return f"doc-{hashlib.sha1(resolved.encode(), usedforsecurity=False).hexdigest()[:10]}"
 
 
-def read_document(path: Path, *, max_words: int = 220) -> list[Passage]:
+MAX_DOCUMENT_MB = 32.0  # larger files are refused before they are read (the store's default)
+
+
+def read_document(
+    path: Path, *, max_words: int = 220, max_mb: float = MAX_DOCUMENT_MB
+) -> list[Passage]:
     """Split the document at ``path`` into passages of at most about ``max_words`` words.
 
     Markdown may open with YAML front matter (``title, source, year, url, topic, licence,
@@ -74,20 +79,21 @@ def read_document(path: Path, *, max_words: int = 220) -> list[Passage]:
     Args:
         path: A file with one of `SUPPORTED_SUFFIXES`.
         max_words: Most words per chunk; consecutive paragraphs of a section are joined up to it.
+        max_mb: Largest file accepted, in MB (``knowledge.max_document_mb``).
 
     Returns:
         The chunks in document order, with ids ``f"{document_id(path)}-{n:03d}"`` from 0.
 
     Raises:
         DocumentError: If the file is missing, a directory, of an unsupported type, empty,
-            without extractable text, undecodable, a broken or encrypted PDF, or has invalid
-            front matter.
+            larger than ``max_mb``, without extractable text, undecodable, a broken or
+            encrypted PDF, or has invalid front matter.
         ValueError: If ``max_words`` is less than 1.
     """
     if max_words < 1:
         raise ValueError(f"max_words must be at least 1, got {max_words}")
     path = Path(path)
-    _check_file(path)
+    _check_file(path, max_mb)
     meta: dict[str, Any] = {}
     suffix = path.suffix.lower()
     if suffix == ".pdf":
@@ -105,7 +111,7 @@ def read_document(path: Path, *, max_words: int = 220) -> list[Passage]:
     return _passages(path, title, meta, sections, max_words)
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path, max_mb: float) -> None:
     supported = ", ".join(SUPPORTED_SUFFIXES)
     if path.is_dir():
         raise DocumentError(f"{path} is a directory; add its files one at a time ({supported})")
@@ -117,8 +123,14 @@ def _check_file(path: Path) -> None:
         hint = f" (did you mean {close[0]}?)" if close else ""
         kind = f"{suffix!r} files" if suffix else "files without a suffix"
         raise DocumentError(f"{path}: cannot read {kind}{hint}; supported: {supported}")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise DocumentError(f"{path} is empty")
+    if size > max_mb * 2**20:
+        raise DocumentError(
+            f"{path} is {size / 2**20:.1f} MB, more than the {max_mb:g} MB a document may be; "
+            "split it, or raise knowledge.max_document_mb"
+        )
 
 
 def _read_text(path: Path) -> str:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from surgagent.knowledge._view import StoreView, allowed_rows, chroma_where, where_conditions
-from surgagent.knowledge.documents import document_id, read_document
+from surgagent.knowledge.documents import MAX_DOCUMENT_MB, document_id, read_document
 from surgagent.knowledge.embeddings import Embedder
 from surgagent.knowledge.errors import DocumentError, KnowledgeError, UnknownNameError
 from surgagent.knowledge.keyword import KeywordIndex
@@ -84,8 +84,11 @@ class KnowledgeStore:
         root: Path,
         embedder: Embedder | None = None,
         corpus: Sequence[Passage] | None = None,
+        *,
+        max_document_mb: float = MAX_DOCUMENT_MB,
     ) -> None:
         self.root = Path(root)
+        self.max_document_mb = max_document_mb
         self.embedder = embedder or Embedder()
         self._corpus = list(corpus) if corpus is not None else None
         self._view: StoreView | None = None
@@ -195,7 +198,7 @@ class KnowledgeStore:
             for path in paths:
                 path = Path(path).expanduser().resolve()
                 try:
-                    chunks = read_document(path)
+                    chunks = read_document(path, max_mb=self.max_document_mb)
                     digest = _sha256(path)
                 except DocumentError as error:
                     report.failed[str(path)] = str(error)
@@ -315,7 +318,7 @@ class KnowledgeStore:
         for key, record in (old.documents if old else {}).items():
             path = Path(record.path)
             if path.is_file() and _sha256(path) == record.sha256:
-                user += read_document(path)
+                user += read_document(path, max_mb=self.max_document_mb)
                 documents[key] = record
             else:
                 logger.warning("%s could not be recovered; add it again", record.path)

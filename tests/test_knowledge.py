@@ -173,6 +173,20 @@ def test_bad_documents_leave_the_store_unchanged(tmp_path: Path, minilm: Embedde
     assert store.count() == 4
 
 
+def test_documents_over_the_size_limit_are_refused_before_reading(
+    tmp_path: Path, minilm: Embedder
+) -> None:
+    store = KnowledgeStore(tmp_path / "k", minilm, corpus=[], max_document_mb=1)
+    huge = tmp_path / "huge.txt"
+    huge.write_text("Clip the duct. " * 80_000)  # 1.2 MB
+    report = store.add_documents([huge])
+    assert report.failed == {
+        str(huge.resolve()): f"{huge.resolve()} is 1.1 MB, more than the 1 MB a document may be; "
+        "split it, or raise knowledge.max_document_mb"
+    }
+    assert store.documents() == []
+
+
 def test_unreadable_manifest_is_a_clear_error_and_rebuild_repairs_it(
     tmp_path: Path, minilm: Embedder
 ) -> None:
