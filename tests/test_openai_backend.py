@@ -114,6 +114,19 @@ def test_bad_json_arguments_become_invalid_tool_calls(server: ScriptedOpenAIServ
     assert bad["error"] and "not valid JSON" in bad["error"]
 
 
+def test_streamed_and_whole_replies_treat_cut_arguments_alike() -> None:
+    cut = '{"time": "00:1'  # a reply cut off inside its arguments
+    script = [ScriptedReply(tool_calls=[("get_frame", {"time": "00:10"}), ("get_frame", cut)])]
+    with ScriptedOpenAIServer(script * 2) as server:
+        whole = make_chat(server).invoke(QUESTION)
+        merged = streamed(make_chat(server))
+    for reply in (whole, merged):
+        assert calls(reply) == [("get_frame", {"time": "00:10"})]  # only the whole call runs
+        (bad,) = reply.invalid_tool_calls
+        assert bad["name"] == "get_frame"
+        assert bad["args"] == cut or json.loads(bad["args"]) == cut  # the text as sent
+
+
 REASONING_STYLES = {
     "reasoning": ScriptedReply(content="Phase 3.", reasoning="Clips are visible."),
     "reasoning_content": ScriptedReply(

@@ -27,6 +27,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import (
     InvalidToolCall,
     ToolCall,
+    ToolCallChunk,
     invalid_tool_call,
     tool_call,
     tool_call_chunk,
@@ -164,6 +165,7 @@ class _ChunkReader:
         self.text = ""  # all content received, to learn how the server sends thinking
         self.fielded = False  # a reasoning delta was seen
         self.structured_calls = False
+        self.calls: dict[int, dict[str, Any]] = {}  # structured tool calls by index
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.count = 0
@@ -205,14 +207,7 @@ class _ChunkReader:
                 out += self._content(delta.content)
             for call in delta.tool_calls or []:
                 self.structured_calls = True
-                function = call.function
-                piece = tool_call_chunk(
-                    name=getattr(function, "name", None),
-                    args=getattr(function, "arguments", None),
-                    id=call.id,
-                    index=call.index,
-                )
-                out.append(AIMessageChunk(content="", tool_call_chunks=[piece]))
+                self._gather(call)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
             self.model = chunk.model
@@ -221,11 +216,47 @@ class _ChunkReader:
             out.append(AIMessageChunk(content="", usage_metadata=usage))
         return out
 
+    def _gather(self, call: Any) -> None:
+        """Collect one tool-call delta; calls are passed on whole, at the end."""
+        gathered = self.calls.setdefault(call.index, {"id": None, "name": None, "args": []})
+        function = call.function
+        gathered["id"] = gathered["id"] or call.id
+        gathered["name"] = gathered["name"] or getattr(function, "name", None)
+        if getattr(function, "arguments", None):
+            gathered["args"].append(function.arguments)
+
+    def _whole_calls(self) -> list[ToolCallChunk]:
+        """The streamed calls, read as strictly as a non-streamed reply's.
+
+        LangChain would "repair" cut-off JSON arguments of merged chunks (closing open
+        strings and brackets) and run the call; arguments that are not one whole JSON object
+        are passed on as a JSON string instead, which makes them an invalid call the planner
+        is told about, as the non-streamed path does.
+        """
+        pieces = []
+        for index, call in sorted(self.calls.items()):
+            arguments = "".join(call["args"])
+            try:
+                whole = isinstance(json.loads(arguments), dict) if arguments.strip() else True
+            except ValueError:
+                whole = False
+            pieces.append(
+                tool_call_chunk(
+                    name=call["name"],
+                    args=arguments if whole else json.dumps(arguments),
+                    id=call["id"],
+                    index=index,
+                )
+            )
+        return pieces
+
     def end(self) -> list[AIMessageChunk]:
         """The chunks that were held back, parsed tool calls and the finish reason."""
         out = self._split(thinking=False) if self.splitter is None else []
         assert self.splitter is not None
         out += self._events(self.splitter.flush())
+        if self.calls:
+            out.append(AIMessageChunk(content="", tool_call_chunks=self._whole_calls()))
         if not self.structured_calls:
             parsed = self.splitter.finish()
             pieces = [
