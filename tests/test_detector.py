@@ -1,4 +1,4 @@
-"""tools.detector: training that learns, detection, ByteTrack timelines, tools, converters, CLI.
+"""The detector room: training that learns, detection, ByteTrack timelines, tools, converters, CLI.
 
 One tiny YOLO is trained once per session (`tiny_detector`, about 70 s on 2 cores, to
 convergence: see tests/fixtures/engines.py) on synthetic shapes; every test that needs a

@@ -1,4 +1,4 @@
-"""evals.parsers and evals.metrics: answer formats, and metric values worked out by hand."""
+"""surgagent.evals parsers and metrics: answer formats, and metric values worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""evals.phase_metrics: the Cholec80 phase metrics, checked against values worked out by hand."""
+"""Phase metrics: the Cholec80 phase metrics, checked against values worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""tools.video: opening cases, sampling frames, caching, indexing and the look_at_frames tool."""
+"""The video room: opening cases, sampling frames, caching, indexing and the look_at_frames tool."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ __all__ = [
 
 
 class DetectorContext(Protocol):
-    """What the detector tools need from the run context (``graphs.context.RunContext``)."""
+    """What the detector tools need from the run context (the graph's ``RunContext``)."""
 
     @property
     def detector(self) -> InstrumentDetector | None:

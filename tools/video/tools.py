@@ -41,7 +41,7 @@ __all__ = [
 
 
 class FramesContext(Protocol):
-    """What `look_at_frames` needs from the run context (``graphs.context.RunContext``)."""
+    """What `look_at_frames` needs from the run context (the graph's ``RunContext``)."""
 
     @property
     def case(self) -> Case:
