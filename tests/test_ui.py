@@ -115,3 +115,40 @@ def test_token_protects_a_shared_server(tmp_path: Path) -> None:
             assert client.get(f"{base}/config").status_code == 200
     finally:
         page.close()
+
+
+def test_the_file_route_serves_no_part_of_the_data_dir(tmp_path: Path, case_video: Path) -> None:
+    """As a visitor would try: Gradio's file route, pointed at everything else the server keeps."""
+    settings = get_settings(knowledge={"enabled": False})
+    server = ReviewServer(settings)
+    from surgagent.ui.page import build_page
+
+    data = settings.data_dir.resolve()
+    secrets = {
+        "sessions": data / "sessions.sqlite",
+        "knowledge": data / "knowledge" / "generations" / "000001" / "chroma.sqlite3",
+        "cache": data / "cache" / "cases.json",
+        "settings": data / "surgagent.toml",
+    }
+    for path in secrets.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"note": "private"}')
+    stored = server.upload(case_video)
+    page = build_page(server)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    page.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+        **server.launch_options(),
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/gradio_api/file="
+        for name, path in secrets.items():
+            for tried in (str(path), f"{stored.parent}/../../{path.relative_to(data)}"):
+                got = httpx.get(base + tried)
+                assert got.status_code in (403, 404), (name, tried, got.status_code)
+                assert "private" not in got.text
+        assert httpx.get(base + str(stored)).status_code == 200  # the uploaded case itself
+    finally:
+        page.close()

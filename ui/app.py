@@ -178,10 +178,13 @@ class ReviewServer:
 
     def launch_options(self, token: str | None = None) -> dict[str, Any]:
         """Keyword arguments of ``Blocks.launch`` this app needs."""
+        # Gradio serves files under allowed paths to any visitor: only the uploaded videos,
+        # never the rest of the data dir (sessions, knowledge store, cache, settings).
+        self.uploads.mkdir(parents=True, exist_ok=True)
         options: dict[str, Any] = {
             "head": views.SEEK_SCRIPT,
             "css": views.STYLE,
-            "allowed_paths": [str(self.settings.data_dir.resolve())],
+            "allowed_paths": [str(self.uploads.resolve())],
             "max_file_size": f"{self.max_upload_mb:g}mb",
             "ssr_mode": False,
             "show_error": False,
