@@ -87,14 +87,23 @@ class ReviewServer:
     # -- cases ---------------------------------------------------------------------------------
 
     def open(self, path: str | Path) -> Case:
-        """Open a case (an uploaded or known video).
+        """Open a case: an uploaded video, by its path or by its key (`case_key`).
 
         Raises:
-            CaseError: If it cannot be read.
+            CaseError: If it is not an upload of this server, or cannot be read.
         """
+        from surgagent.tools.errors import CaseError
         from surgagent.tools.video.engine import open_case
 
-        return open_case(Path(path), self.cache)
+        uploads = self.uploads.resolve()
+        target = (uploads / path).resolve()  # an absolute path stays itself
+        if not target.is_relative_to(uploads) or not target.is_file():
+            raise CaseError(f"no uploaded case {Path(path).name!r} on this server")
+        return open_case(target, self.cache)
+
+    def case_key(self, path: str | Path) -> str:
+        """How the page names an uploaded video: its place in the uploads, no server path."""
+        return Path(path).resolve().relative_to(self.uploads.resolve()).as_posix()
 
     def upload(self, temporary: str | Path) -> Path:
         """Check and keep an uploaded video; returns its path in the data dir.
@@ -115,14 +124,13 @@ class ReviewServer:
         return stored
 
     def known_cases(self) -> list[tuple[str, str]]:
-        """(label, path) of every case uploaded or reviewed before."""
-        paths = {
-            str(p)
+        """(label, key) of every uploaded case; keys are relative, never server paths."""
+        videos = [
+            p
             for p in self.uploads.glob("*/*")
             if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.endswith(".part")
-        }
-        paths |= set(self.sessions.cases())
-        return sorted(((Path(p).name, p) for p in paths if Path(p).exists()), key=lambda c: c[0])
+        ]
+        return sorted((p.name, self.case_key(p)) for p in videos)
 
     def timelines(self, case: Case) -> tuple[str, str]:
         """The phase ribbon and instrument timeline of a case (cached by the engines)."""
@@ -241,7 +249,11 @@ def new_session_id() -> str:
 def stream_answer(
     server: ReviewServer, question: str, case_path: str, thread_id: str
 ) -> Iterator[tuple[str, AnswerResult | None, str | None]]:
-    """Run one question; yields (answer text so far, final result or None, error or None)."""
+    """Run one question about an uploaded case (path or key).
+
+    Yields:
+        (answer text so far, final result or None, error or None).
+    """
     agent, problem = server.agent()
     if agent is None:
         yield "", None, problem
@@ -250,7 +262,8 @@ def stream_answer(
 
     text = ""
     try:
-        for event in agent.stream(question, case=case_path, thread_id=thread_id):
+        case = server.open(case_path)
+        for event in agent.stream(question, case=case, thread_id=thread_id):
             if event.kind == "token":
                 text += event.text
                 yield text, None, None

@@ -11,6 +11,7 @@ collapsible panel with the planner's reasoning and the tool trace.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # Imported at module level on purpose: Gradio reads handler annotations (``gr.Request``) from
@@ -41,8 +42,12 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
     from surgagent.tools.errors import SurgAgentError
 
     def case_outputs(path: str, thread_id: str | None) -> tuple[Any, ...]:
-        """Everything that changes when a case (and session) is opened."""
+        """Everything that changes when a case (and session) is opened.
+
+        ``path`` is an uploaded video's path or key; the page only ever sees the key.
+        """
         case = server.open(path)
+        path = server.case_key(case.source)
         ribbon, timeline = server.timelines(case)
         thread_id = thread_id or new_session_id()
         history, result = server.chat_history(thread_id)
@@ -52,7 +57,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         _, problem = server.agent()
         return (
             path,
-            str(path),
+            str(case.source),
             ribbon,
             timeline,
             gr.update(choices=choices, value=thread_id),
@@ -60,7 +65,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             history,
             *result_outputs(result, thread_id),
             views.banner(problem),
-            gr.update(choices=server.known_cases(), value=str(path)),
+            gr.update(choices=server.known_cases(), value=path),
         )
 
     def result_outputs(result: Any, thread_id: str) -> tuple[Any, ...]:
@@ -90,7 +95,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         try:
             return case_outputs(path, None)
         except SurgAgentError as error:
-            return empty_outputs(f"Cannot open {path}: {error}")
+            return empty_outputs(f"Cannot open {Path(path).name}: {error}")
 
     def on_session(thread_id: str | None, case_path: str | None) -> tuple[Any, ...]:
         if not thread_id or not case_path:

@@ -132,8 +132,3 @@ class SessionIndex:
         with self._lock:
             records = [r for r in self._read().values() if r.case_id == case_id]
         return sorted(records, key=lambda r: r.updated, reverse=True)
-
-    def cases(self) -> dict[str, str]:
-        """Every case with a session: path -> case id."""
-        with self._lock:
-            return {r.case: r.case_id for r in self._read().values()}
