@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -417,7 +418,21 @@ def doctor(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    """Ctrl-C: stop at once, with one line and exit status 130.
+
+    A request may be waiting in a worker thread of the graph, which a KeyboardInterrupt in
+    the main thread would wait for (up to the model's timeout, per retry). Leaving with
+    ``os._exit`` ends it now; what a killed run leaves is what every store here is built to
+    survive (SQLite transactions, atomic file writes, dangling tool calls closed on resume).
+    """
+    sys.stderr.write("interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main() -> None:
     """Entry point of the ``surgagent`` console script."""
+    signal.signal(signal.SIGINT, _interrupted)
     with _friendly_errors():
         app()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -297,3 +298,32 @@ def test_a_damaged_sessions_file_is_one_sentence(isolated_settings: Path) -> Non
     assert f"the sessions file {sessions} cannot be read (file is not a database)" in message
     assert f"mv {sessions} {sessions}.broken" in message
     assert sessions.read_bytes().startswith(b"this was never")  # left as it was
+
+
+def test_ctrl_c_stops_a_waiting_request_at_once() -> None:
+    with ScriptedOpenAIServer([ScriptedReply(hang=True)] * 3) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "surgagent",
+            "ask",
+            "examples/sample_case/sample_lapchole.mp4",
+        ]
+        waiting = subprocess.Popen(
+            [*command, "Q?"],
+            cwd=REPO,
+            env={**os.environ, **openai_env(server)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the planner's request is in flight (and hanging)
+        assert server.requests, "the planner was never asked"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        waiting.send_signal(signal.SIGINT)
+        out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130 and time.monotonic() - sent < 5
+    assert err.strip() == "interrupted" and "Traceback" not in out + err
