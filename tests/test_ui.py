@@ -154,3 +154,30 @@ def test_the_file_route_serves_no_part_of_the_data_dir(tmp_path: Path, case_vide
         assert str(stored.parent.name) in config and str(data) not in config
     finally:
         page.close()
+
+
+def test_a_damaged_session_index_is_kept_aside_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.json"
+    path.write_text('{"note": "private"}')  # valid JSON, not records: one bad record
+    index = SessionIndex(path)
+    assert index.for_case("one") == []
+    index.record("a", case=Path("/v/one.mp4"), case_id="one", title="First?")
+    assert [r.thread_id for r in SessionIndex(path).for_case("one")] == ["a"]
+    path.write_text("{torn")
+    assert SessionIndex(path).get("a") is None  # unreadable: set aside, the page goes on
+    assert (tmp_path / "sessions.broken").read_text() == "{torn"
+
+
+def test_gradios_temporary_copy_of_an_upload_is_removed(
+    tmp_path: Path, case_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    copy = tmp_path / "gradio" / "3f9a" / "case.mp4"  # where Gradio keeps a fresh upload
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(case_video.read_bytes())
+    server = ReviewServer(get_settings(knowledge={"enabled": False}))
+    stored = server.upload(copy)
+    assert stored.is_file() and not copy.exists() and not copy.parent.exists()
+    assert (tmp_path / "gradio").is_dir()
+    server.upload(case_video)  # a file outside Gradio's folder is the user's: left alone
+    assert case_video.is_file()

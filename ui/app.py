@@ -11,7 +11,9 @@ banner and the page keeps working.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import threading
 import uuid
@@ -114,7 +116,10 @@ class ReviewServer:
         """
         from surgagent.tools.errors import CaseError
 
-        stored = store_upload(Path(temporary), self.uploads, max_mb=self.max_upload_mb)
+        try:
+            stored = store_upload(Path(temporary), self.uploads, max_mb=self.max_upload_mb)
+        finally:
+            _discard_gradio_copy(Path(temporary))
         try:
             self.open(stored)  # decodes it now: a corrupt file is refused at once
         except CaseError as error:
@@ -202,6 +207,20 @@ class ReviewServer:
             options["auth"] = lambda _user, password: password == token
             options["auth_message"] = "Log in with any name and the server's token as password."
         return options
+
+
+def _discard_gradio_copy(temporary: Path) -> None:
+    """Remove Gradio's temporary copy of an upload (only a file inside its temp dir)."""
+    temp_root = os.environ.get("GRADIO_TEMP_DIR")
+    if not temp_root:
+        return
+    root, file = Path(temp_root).resolve(), temporary.resolve()
+    if file == root or not file.is_relative_to(root):
+        return
+    file.unlink(missing_ok=True)
+    if file.parent != root:
+        with contextlib.suppress(OSError):  # Gradio's folder for this upload, when now empty
+            file.parent.rmdir()
 
 
 def key_frames(server: ReviewServer, thread_id: str) -> list[tuple[Any, str]]:

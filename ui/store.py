@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,9 +21,11 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 __all__ = ["VIDEO_SUFFIXES", "SessionIndex", "SessionRecord", "UploadError", "store_upload"]
+
+logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -94,10 +97,29 @@ class SessionIndex:
         self._lock = threading.Lock()
 
     def _read(self) -> dict[str, SessionRecord]:
+        """The records, read forgivingly.
+
+        A damaged file is moved aside (kept, never overwritten) and a bad record skipped,
+        each with a warning, so the page keeps working.
+        """
         if not self.path.exists():
             return {}
-        raw = json.loads(self.path.read_text(encoding="utf-8"))
-        return {key: SessionRecord.model_validate(value) for key, value in raw.items()}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object of sessions")
+        except (ValueError, UnicodeDecodeError) as error:
+            kept = self.path.with_suffix(".broken")
+            os.replace(self.path, kept)
+            logger.warning("%s cannot be read (%s); moved to %s", self.path, error, kept)
+            return {}
+        records = {}
+        for key, value in raw.items():
+            try:
+                records[key] = SessionRecord.model_validate(value)
+            except ValidationError:
+                logger.warning("%s: skipped session %r, which cannot be read", self.path, key)
+        return records
 
     def record(self, thread_id: str, *, case: Path, case_id: str, title: str) -> SessionRecord:
         """Add a session or touch an existing one (its title stays the first question)."""
