@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -373,13 +373,7 @@ class SurgicalAgent:
 
     def turns(self, thread_id: str) -> list[SessionTurn]:
         """The questions and answers of a session so far, oldest first (thinking left out)."""
-        turns: list[SessionTurn] = []
-        for message in self.history(thread_id):
-            if isinstance(message, HumanMessage):
-                turns.append(SessionTurn(question=message.text))
-            elif turns and isinstance(message, AIMessage) and not message.tool_calls:
-                turns[-1].answer = split_thinking(message.text)[1]
-        return turns
+        return _turns(self.history(thread_id))
 
     def sessions(self, limit: int = 10) -> list[SessionInfo]:
         """The most recently updated sessions, newest first (empty without a checkpointer).
@@ -399,7 +393,7 @@ class SurgicalAgent:
         infos = []
         for thread_id, updated in newest.items():
             state = self.graph.get_state({"configurable": {"thread_id": thread_id}}).values
-            turns = self.turns(thread_id)
+            turns = _turns(state.get("messages", []))
             infos.append(
                 SessionInfo(
                     thread_id=thread_id,
@@ -427,6 +421,17 @@ class SurgicalAgent:
         result = AnswerResult.model_validate(state["result"])
         result.thread_id = config["configurable"]["thread_id"]
         return result
+
+
+def _turns(messages: Sequence[BaseMessage]) -> list[SessionTurn]:
+    """Questions and their final answers, from a session's messages."""
+    turns: list[SessionTurn] = []
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            turns.append(SessionTurn(question=message.text))
+        elif turns and isinstance(message, AIMessage) and not message.tool_calls:
+            turns[-1].answer = split_thinking(message.text)[1]
+    return turns
 
 
 def sqlite_checkpointer(path: Path) -> BaseCheckpointSaver[Any]:
