@@ -6,9 +6,13 @@ result = agent.invoke("When is the clipper first used?", case="video.mp4")
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import sqlite3
+import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 
 _SESSION_SCAN = 500  # newest checkpoints read to find the recent sessions
+_SESSION_WAIT_S = 300.0  # how long a turn waits for another process's turn on its session
 
 
 class SessionTurn(BaseModel):
@@ -216,6 +221,15 @@ class SurgicalAgent:
         # buys nothing there: save once per run. A persistent store saves every step, so a
         # crash loses at most the step in flight.
         self._durability: Literal["exit", "async"] = "exit" if checkpointer is None else "async"
+        # One turn at a time per session: across processes (a lock file) where sessions
+        # outlive the process, across threads where they live in memory.
+        self._turn_locks: Path | None = None
+        if checkpointer is not None:
+            self._turn_locks = settings.sessions_db.with_name("sessions.locks")
+        self._thread_locks: weakref.WeakValueDictionary[str, threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._thread_locks_guard = threading.Lock()
         self.graph: CompiledStateGraph[Any, RunContext, Any, Any] = build_case_review_graph(
             self.tools, prompts, checkpointer=checkpointer or InMemorySaver()
         )
@@ -295,11 +309,10 @@ class SurgicalAgent:
         )
 
     def _prepare(
-        self, question: str, case: str | Path | Case | None, thread_id: str | None
+        self, question: str, case: str | Path | Case | None, thread_id: str
     ) -> tuple[dict[str, Any], RunnableConfig, RunContext]:
         if not question.strip():
             raise UserError("the question is empty; ask something about the case")
-        thread_id = thread_id or uuid.uuid4().hex
         config: RunnableConfig = {
             "configurable": {"thread_id": thread_id},
             "recursion_limit": recursion_limit(self.settings.step_budget),
@@ -327,18 +340,66 @@ class SurgicalAgent:
         }
         return inputs, config, self._context(opened)
 
+    @contextlib.contextmanager
+    def _turn(self, thread_id: str) -> Iterator[None]:
+        """Hold ``thread_id`` for one turn, so two turns never fork its history.
+
+        A second process (or thread) asking in the same session waits for the first turn to
+        end, up to `_SESSION_WAIT_S`, then gives up with a sentence.
+
+        Raises:
+            UserError: If the session stays busy.
+        """
+        if self._turn_locks is None:
+            with self._thread_locks_guard:
+                lock = self._thread_locks.setdefault(thread_id, threading.Lock())
+            if not lock.acquire(timeout=_SESSION_WAIT_S):
+                raise UserError(f"session {thread_id!r} is busy answering another question")
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        from filelock import FileLock, Timeout
+
+        self._turn_locks.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(thread_id.encode()).hexdigest()[:24]
+        file_lock = FileLock(self._turn_locks / f"{name}.lock")
+        try:
+            file_lock.acquire(timeout=0)
+        except Timeout:
+            logger.warning(
+                "session %s is answering a question in another process; waiting for it",
+                thread_id,
+            )
+            try:
+                file_lock.acquire(timeout=_SESSION_WAIT_S)
+            except Timeout:
+                raise UserError(
+                    f"session {thread_id!r} is still busy in another process after "
+                    f"{_SESSION_WAIT_S:g} s; ask again when it has answered"
+                ) from None
+        try:
+            yield
+        finally:
+            file_lock.release()
+
     def invoke(
         self, question: str, *, case: str | Path | Case | None = None, thread_id: str | None = None
     ) -> AnswerResult:
         """Answer ``question`` about ``case`` (or the session's case) and return the result.
 
+        One turn runs at a time in a session: another process's turn on it is waited for.
+
         Raises:
             CaseError: If the case cannot be opened.
             UserError: If the session is about another case, or the question is empty.
         """
-        inputs, config, context = self._prepare(question, case, thread_id)
-        state = self.graph.invoke(inputs, config, context=context, durability=self._durability)
-        return self._result(state, config)
+        thread_id = thread_id or uuid.uuid4().hex
+        with self._turn(thread_id):
+            inputs, config, context = self._prepare(question, case, thread_id)
+            state = self.graph.invoke(inputs, config, context=context, durability=self._durability)
+            return self._result(state, config)
 
     def stream(
         self, question: str, *, case: str | Path | Case | None = None, thread_id: str | None = None
@@ -347,24 +408,24 @@ class SurgicalAgent:
 
         The last event has ``kind="answer"`` and carries the `AnswerResult`.
         """
-        inputs, config, context = self._prepare(question, case, thread_id)
-        state: dict[str, Any] = {}
-        for mode, payload in self.graph.stream(
-            inputs,
-            config,
-            context=context,
-            stream_mode=["messages", "updates"],
-            durability=self._durability,
-        ):
-            if mode == "messages":
-                yield from _token_events(*payload)
-            elif mode == "updates" and isinstance(payload, dict):
-                for node, update in payload.items():
-                    if update:
-                        state.update(update)
-                        yield from _step_events(node, update)
-        final = self.graph.get_state(config).values
-        yield AgentEvent(kind="answer", result=self._result(final, config))
+        thread_id = thread_id or uuid.uuid4().hex
+        with self._turn(thread_id):
+            inputs, config, context = self._prepare(question, case, thread_id)
+            for mode, payload in self.graph.stream(
+                inputs,
+                config,
+                context=context,
+                stream_mode=["messages", "updates"],
+                durability=self._durability,
+            ):
+                if mode == "messages":
+                    yield from _token_events(*payload)
+                elif mode == "updates" and isinstance(payload, dict):
+                    for node, update in payload.items():
+                        if update:
+                            yield from _step_events(node, update)
+            final = self.graph.get_state(config).values
+            yield AgentEvent(kind="answer", result=self._result(final, config))
 
     def history(self, thread_id: str) -> list[BaseMessage]:
         """The messages of a session so far (empty for an unknown session)."""

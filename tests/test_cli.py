@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -285,6 +287,71 @@ def test_chat_survives_a_failed_turn() -> None:
     assert "The grasper, at [00:02]." in done.stdout  # the next question ran
     # /history lists both turns: the failed one (unanswered) and the one after it.
     assert "you> first?\n(no answer)\nyou> second?\nThe grasper" in done.stdout
+
+
+def test_timeout_bounds_a_trickling_server() -> None:
+    # One SSE keep-alive every 0.2 s never lets a per-read timeout fire.
+    script = [ScriptedReply(content="x" * 64, trickle=0.2)]
+    with ScriptedOpenAIServer(script) as server:
+        env = {**openai_env(server), "SURGAGENT_PLANNER__TIMEOUT": "2"}
+        start = time.monotonic()
+        done = run_cli("ask", "examples/sample_case/sample_lapchole.mp4", "Which tools?", env=env)
+        took = time.monotonic() - start
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr  # status: error
+    assert "(it did not finish within 2 s)" in " ".join(done.stdout.split())
+    assert took < 2 + 8  # the deadline plus the start-up of a Python process
+
+
+def test_two_processes_on_one_session_lose_no_turn(tmp_path: Path) -> None:
+    # The two first questions meet here, so the processes' turns surely overlap (without a
+    # lock on the session, each then saves a history without the other's turn).
+    both_asked = threading.Barrier(2, timeout=3)
+
+    def answer(request: dict[str, object]) -> ScriptedReply:
+        # Each turn looks at a frame, then answers: several checkpoints per turn.
+        messages = request["messages"]
+        assert isinstance(messages, list)
+        last = messages[-1]["content"]
+        if isinstance(last, str) and last.endswith("?"):
+            if last in ("q00?", "q10?"):
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_asked.wait()  # with the lock, the second waits: the barrier gives up
+            return ScriptedReply(tool_calls=[("look_at_frames", {"times": ["00:02"]})])
+        asked = [m["content"] for m in messages if m["role"] == "user"]
+        questions = [q for q in asked if isinstance(q, str) and q.endswith("?")]
+        return ScriptedReply(content=f"Answer to {questions[-1]}")
+
+    with ScriptedOpenAIServer(answer, latency=0.2) as server:
+        env = openai_env(server)
+        logs = [tmp_path / f"chat{who}.err" for who in range(2)]
+        chats = [
+            subprocess.Popen(
+                [sys.executable, "-m", "surgagent", "chat"]
+                + ["examples/sample_case/sample_lapchole.mp4", "--session", "shared"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=log.open("w"),
+                text=True,
+                cwd=REPO,
+                env={**os.environ, **env},
+            )
+            for log in logs
+        ]
+        questions = [[f"q{who}{n}?" for n in range(3)] for who in range(2)]
+        for chat, asked in zip(chats, questions, strict=True):  # both ask before either ends
+            assert chat.stdin is not None
+            chat.stdin.write("\n".join(asked) + "\n/quit\n")
+            chat.stdin.close()
+        for chat in chats:
+            chat.wait(timeout=120)
+        history = run_cli("chat", "--session", "shared", env=env, stdin="/history\n")
+    for chat, log in zip(chats, logs, strict=True):
+        assert chat.returncode == 0, log.read_text()
+    assert history.returncode == 0, history.stderr
+    for asked in questions:  # every turn of both processes is in the saved session
+        for question in asked:
+            assert f"you> {question}" in history.stdout
+            assert f"Answer to {question}" in history.stdout
 
 
 def test_a_damaged_sessions_file_is_one_sentence(isolated_settings: Path) -> None:

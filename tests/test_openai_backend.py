@@ -414,6 +414,38 @@ def test_hanging_server_times_out() -> None:
         assert len(server.requests) == 2
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_timeout_is_a_deadline_for_the_whole_request(stream: bool, mode: str) -> None:
+    # A keep-alive every 0.1 s restarts any per-read timeout; the deadline must still hold.
+    with ScriptedOpenAIServer([ScriptedReply(content="x" * 40, trickle=0.1)] * 2) as server:
+        chat = make_chat(server, timeout=0.8, max_retries=1)
+
+        async def whole_async() -> Any:
+            if stream:
+                return [chunk async for chunk in chat.astream(QUESTION)]
+            return await chat.ainvoke(QUESTION)
+
+        start = time.perf_counter()
+        with pytest.raises(BackendError) as raised:
+            if mode == "async":
+                asyncio.run(whole_async())
+            elif stream:
+                streamed(chat)
+            else:
+                chat.invoke(QUESTION)
+        took = time.perf_counter() - start
+    message = str(raised.value)
+    if stream:  # the first chunk was passed on: no retry, the reply is reported broken off
+        assert "broke off its reply after 1 streamed chunks (it did not finish within 0.8 s)" in (
+            message
+        )
+        assert took < 0.8 + 1.0
+    else:
+        assert "did not answer within 0.8 s (2 tries)" in message
+        assert took < 2 * 0.8 + 1.0
+
+
 def test_endpoint_down_fails_fast() -> None:
     chat = make_chat(base_url=f"http://127.0.0.1:{free_port()}/v1")
     start = time.perf_counter()

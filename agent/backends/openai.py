@@ -14,12 +14,22 @@ as `BackendError` with a sentence naming the endpoint and what went wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
+import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -66,12 +76,66 @@ class _Failure(NamedTuple):
     wait: float = 0.0  # seconds the server asked us to wait (Retry-After)
 
 
+class _Overdue(Exception):
+    """A request that did not finish by its deadline (the role's ``timeout``)."""
+
+
 def _errors() -> tuple[type[BaseException], ...]:
     import httpx
     import openai
 
     # A body or stream line that is not JSON is the server's fault too, not a bug of ours.
-    return (openai.APIError, httpx.HTTPError, json.JSONDecodeError)
+    return (openai.APIError, httpx.HTTPError, json.JSONDecodeError, _Overdue)
+
+
+def _within(
+    deadline: float, produce: Callable[[Callable[[Any], None]], Iterable[T]]
+) -> Generator[T]:
+    """The items of a blocking request, raising `_Overdue` once ``deadline`` has passed.
+
+    httpx's read timeout restarts with every byte, so a server trickling keep-alives (or a
+    body a byte at a time) could hold a reader forever. The request therefore runs in a
+    daemon thread and is waited for here against a clock. ``produce(keep)`` hands ``keep``
+    what can be closed (the stream or the response) once its headers are in; it is closed
+    when the caller stops reading, so the thread does not outlive the request for long.
+    """
+    box: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    closable: list[Any] = []
+    end = object()
+
+    def pump() -> None:
+        try:
+            for item in produce(closable.append):
+                box.put((True, item))
+        except BaseException as exc:  # handed to the reader, which raises it
+            box.put((False, exc))
+        else:
+            box.put((True, end))
+
+    threading.Thread(target=pump, name="surgagent-request", daemon=True).start()
+    try:
+        while True:
+            try:
+                ok, item = box.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                raise _Overdue() from None
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        for thing in closable:
+            with contextlib.suppress(Exception):
+                thing.close()
+
+
+async def _abefore(deadline: float, step: Awaitable[T]) -> T:
+    """Await one step of a request, raising `_Overdue` once ``deadline`` has passed."""
+    try:
+        return await asyncio.wait_for(step, max(deadline - time.monotonic(), 0.0))
+    except TimeoutError:
+        raise _Overdue() from None
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -390,7 +454,7 @@ class OpenAIChat(ChatBackend):
         import httpx
         import openai
 
-        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        if isinstance(exc, _Overdue | openai.APITimeoutError | httpx.TimeoutException):
             wait = self.settings.timeout
             hint = f"raise {self._env('timeout')} or check the server's load"
             return _Failure(f"did not answer within {wait:g} s", True, hint)
@@ -418,6 +482,10 @@ class OpenAIChat(ChatBackend):
             hint = f"is the server running? check {self._env('base_url')}"
             return _Failure(f"could not be reached ({error_reason(cause)})", True, hint)
         return _Failure(f"failed ({error_reason(exc)})", True, "check the server's log")
+
+    def _deadline(self) -> float:
+        """When a request starting now must have finished (``timeout`` covers all of it)."""
+        return time.monotonic() + self.settings.timeout
 
     def _give_up(self, failure: _Failure, tries: int) -> BackendError:
         count = f"{tries} {'try' if tries == 1 else 'tries'}"
@@ -469,6 +537,8 @@ class OpenAIChat(ChatBackend):
             why = "the stream ended without a finish reason"
         elif isinstance(exc, json.JSONDecodeError):
             why = "it sent a line that is not JSON"
+        elif isinstance(exc, _Overdue):
+            why = f"it did not finish within {self.settings.timeout:g} s"
         elif isinstance(exc, _errors()) and exc.__cause__ is not None:
             why = error_reason(exc.__cause__)
         else:
@@ -501,8 +571,16 @@ class OpenAIChat(ChatBackend):
     ) -> ChatResult:
         body, thinking, tools = self._request(messages, stop, kwargs, stream=False)
         client = self._client()
-        completion = self._retrying(lambda: client.chat.completions.create(**body))
-        return self._result(completion, thinking, tools)
+
+        def produce(keep: Callable[[Any], None]) -> Iterator[Any]:
+            with client.chat.completions.with_streaming_response.create(**body) as raw:
+                keep(raw.http_response)  # headers are in: the body may still trickle
+                yield raw.parse()
+
+        def attempt() -> Any:
+            return next(_within(self._deadline(), produce))
+
+        return self._result(self._retrying(attempt), thinking, tools)
 
     async def _agenerate(
         self,
@@ -513,8 +591,11 @@ class OpenAIChat(ChatBackend):
     ) -> ChatResult:
         body, thinking, tools = self._request(messages, stop, kwargs, stream=False)
         client = self._aclient()
-        completion = await self._aretrying(lambda: client.chat.completions.create(**body))
-        return self._result(completion, thinking, tools)
+
+        async def attempt() -> Any:
+            return await _abefore(self._deadline(), client.chat.completions.create(**body))
+
+        return self._result(await self._aretrying(attempt), thinking, tools)
 
     def _result(
         self, completion: Any, thinking: bool, tools: Sequence[dict[str, Any]] | None
@@ -543,25 +624,31 @@ class OpenAIChat(ChatBackend):
         client = self._client()
         reader = _ChunkReader(thinking, self._inline, tools)
 
-        def open_stream() -> tuple[Any, list[Any]]:
-            # Retried until the first chunk is in: nothing has been passed on yet.
+        def produce(keep: Callable[[Any], None]) -> Iterator[Any]:
             stream = client.chat.completions.create(**body)
+            keep(stream)
+            yield from stream
+
+        def open_stream() -> tuple[Generator[Any], list[Any]]:
+            # Retried until the first chunk is in: nothing has been passed on yet.
+            chunks = _within(self._deadline(), produce)
             try:
-                return stream, [next(stream)]
+                return chunks, [next(chunks)]
             except StopIteration:
-                return stream, []
+                return chunks, []
             except BaseException:
-                stream.close()
+                chunks.close()
                 raise
 
-        stream, first = self._retrying(open_stream)
-        with stream:
-            try:
-                for chunk in itertools.chain(first, stream):
-                    for message in reader.read(chunk):
-                        yield self._emit(message, run_manager)
-            except _errors() as exc:
-                raise self._broken(reader, exc) from exc
+        chunks, first = self._retrying(open_stream)
+        try:
+            for chunk in itertools.chain(first, chunks):
+                for message in reader.read(chunk):
+                    yield self._emit(message, run_manager)
+        except _errors() as exc:
+            raise self._broken(reader, exc) from exc
+        finally:
+            chunks.close()
         if reader.finish_reason is None:
             raise self._broken(reader, None)
         self._observe(thinking, reader.fielded, reader.text, reader.finish_reason)
@@ -579,22 +666,27 @@ class OpenAIChat(ChatBackend):
         client = self._aclient()
         reader = _ChunkReader(thinking, self._inline, tools)
 
-        async def open_stream() -> tuple[Any, list[Any]]:
-            stream = await client.chat.completions.create(**body)
+        async def open_stream() -> tuple[Any, float, list[Any]]:
+            deadline = self._deadline()
+            stream = await _abefore(deadline, client.chat.completions.create(**body))
             try:
-                return stream, [await stream.__anext__()]
+                return stream, deadline, [await _abefore(deadline, stream.__anext__())]
             except StopAsyncIteration:
-                return stream, []
+                return stream, deadline, []
             except BaseException:
                 await stream.close()
                 raise
 
-        stream, first = await self._aretrying(open_stream)
+        stream, deadline, first = await self._aretrying(open_stream)
         try:
             for chunk in first:
                 for message in reader.read(chunk):
                     yield await self._aemit(message, run_manager)
-            async for chunk in stream:
+            while True:
+                try:
+                    chunk = await _abefore(deadline, stream.__anext__())
+                except StopAsyncIteration:
+                    break
                 for message in reader.read(chunk):
                     yield await self._aemit(message, run_manager)
         except _errors() as exc:

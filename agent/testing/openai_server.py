@@ -64,6 +64,9 @@ class ScriptedReply(BaseModel):
             response, also for non-streaming requests), to test broken connections.
         garbage: Answer HTTP 200 with a body that is not JSON (streamed: a ``data:`` line
             that is not JSON after the first chunk), as a broken proxy or server might.
+        trickle: Never finish, but send a keep-alive every ``trickle`` seconds: an SSE
+            comment after the first chunk when streamed, otherwise one space at a time of a
+            JSON body (valid leading whitespace), so a per-read timeout never fires.
     """
 
     content: str = ""
@@ -80,6 +83,7 @@ class ScriptedReply(BaseModel):
     hang: bool = False
     break_after: int | None = Field(default=None, ge=0)
     garbage: bool = False
+    trickle: float | None = Field(default=None, gt=0)
 
 
 Script = Sequence[ScriptedReply | str] | Callable[[dict[str, Any]], ScriptedReply | str]
@@ -509,7 +513,16 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status != 200:
             self._send_error(reply.status, reply.error or f"scripted failure {reply.status}")
             return
-        if reply.garbage and not request.get("stream"):
+        if reply.trickle is not None and not request.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while owner._wait(reply.trickle):
+                self.wfile.write(b"1\r\n \r\n")
+                self.wfile.flush()
+            self.close_connection = True
+        elif reply.garbage and not request.get("stream"):
             data = b"<html><body>502 Bad Gateway</body></html>"
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -543,6 +556,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             write(f"data: {json.dumps(event)}\n\n")
+            if reply.trickle is not None:
+                while owner._wait(reply.trickle):
+                    write(": keep-alive\n\n")
+                self.close_connection = True
+                return
             if reply.garbage:
                 write("data: {this is not json\n\n")
                 write("data: [DONE]\n\n")
