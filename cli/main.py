@@ -34,6 +34,7 @@ from surgagent.cli.detector import app as detector_app
 from surgagent.cli.eval import app as eval_app
 from surgagent.cli.knowledge import app as knowledge_app
 from surgagent.cli.phase import app as phase_app
+from surgagent.cli.users import app as users_app
 
 if TYPE_CHECKING:
     from surgagent.agent.api import AgentEvent, AnswerResult, SessionTurn, SurgicalAgent
@@ -57,6 +58,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(phase_app, name="phase", help="Train, run and evaluate the phase segmenter.")
 app.add_typer(detector_app, name="detector", help="Train, run and track the instrument detector.")
 app.add_typer(knowledge_app, name="knowledge", help="Search and extend the guideline store.")
+app.add_typer(users_app, name="users", help="Who may log in to the web app (serve --auth).")
 app.add_typer(
     eval_app, name="eval", help="Build task sets, run the agent and the bare VLM, report."
 )
@@ -371,15 +373,22 @@ def config_show(as_json: JsonOpt = False) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 shares it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    auth: Annotated[
+        Path | None,
+        typer.Option(help="Users file (surgagent users add): each person logs in by name."),
+    ] = None,
     token: Annotated[
         str | None,
-        typer.Option(envvar="SURGAGENT_UI_TOKEN", help="Require this token as the password."),
+        typer.Option(envvar="SURGAGENT_UI_TOKEN", help="One shared password for a team."),
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest video upload.")] = 4096,
 ) -> None:
     """Start the web case-review app (needs the ``ui`` extra: pip install -e ".[ui]").
 
-    Example: surgagent serve --port 7860
+    Beyond this machine (--host 0.0.0.0) it needs a login: --auth users.toml keeps each
+    person's uploads and sessions their own; --token shares them within a team.
+
+    Example: surgagent serve --host 0.0.0.0 --auth users.toml
     """
     import importlib.util
 
@@ -387,11 +396,11 @@ def serve(
 
     if importlib.util.find_spec("gradio") is None:
         raise UserError("the web app needs gradio: pip install -e '.[ui]'")
+    from surgagent.ui.auth import Access
     from surgagent.ui.page import serve as serve_app
 
-    if host not in ("127.0.0.1", "localhost") and not token:
-        err_console.print("[yellow]serving beyond this machine without --token[/yellow]")
-    serve_app(get_settings(), host=host, port=port, token=token, max_upload_mb=max_upload_mb)
+    access = Access.from_options(auth=auth, token=token)
+    serve_app(get_settings(), host=host, port=port, access=access, max_upload_mb=max_upload_mb)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from surgagent.agent.settings import get_settings
 from surgagent.tools.errors import CaseError
 from surgagent.ui import views
 from surgagent.ui.app import ReviewServer
+from surgagent.ui.auth import Access
 from surgagent.ui.store import SessionIndex, UploadError, store_upload
 from tests.fixtures.videos import random_bytes_file
 
@@ -44,7 +45,7 @@ def test_corrupt_video_is_refused_and_not_kept(tmp_path: Path) -> None:
     server = ReviewServer(get_settings(knowledge={"enabled": False}))
     corrupt = random_bytes_file(tmp_path / "corrupt.mp4", 4096)
     with pytest.raises(CaseError):
-        server.upload(corrupt)
+        server.upload(corrupt, "local")
     assert list(server.uploads.glob("*/*")) == []
 
 
@@ -94,14 +95,15 @@ def test_views_make_moments_clickable() -> None:
 
 
 def test_token_protects_a_shared_server(tmp_path: Path) -> None:
-    server = ReviewServer(get_settings(knowledge={"enabled": False}))
+    settings = get_settings(knowledge={"enabled": False})
+    server = ReviewServer(settings, access=Access(token="s3cret"))
     from surgagent.ui.page import build_page
 
     page = build_page(server)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    options = server.launch_options("s3cret")
+    options = server.launch_options()
     page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, **options)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -132,7 +134,7 @@ def test_the_file_route_serves_no_part_of_the_data_dir(tmp_path: Path, case_vide
     for path in secrets.values():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"note": "private"}')
-    stored = server.upload(case_video)
+    stored = server.uploads / server.upload(case_video, "local")
     page = build_page(server)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -148,10 +150,10 @@ def test_the_file_route_serves_no_part_of_the_data_dir(tmp_path: Path, case_vide
                 got = httpx.get(base + tried)
                 assert got.status_code in (403, 404), (name, tried, got.status_code)
                 assert "private" not in got.text
-        assert httpx.get(base + str(stored)).status_code == 200  # the uploaded case itself
-        # The page names cases by key: no server path reaches the visitor's browser.
+        assert httpx.get(base + str(stored)).status_code == 403  # uploads are not served either
+        # No server path reaches the visitor's browser; cases are listed per visitor.
         config = httpx.get(f"http://127.0.0.1:{port}/config").text
-        assert str(stored.parent.name) in config and str(data) not in config
+        assert str(data) not in config and stored.parent.name not in config
     finally:
         page.close()
 
@@ -176,8 +178,8 @@ def test_gradios_temporary_copy_of_an_upload_is_removed(
     copy.parent.mkdir(parents=True)
     copy.write_bytes(case_video.read_bytes())
     server = ReviewServer(get_settings(knowledge={"enabled": False}))
-    stored = server.upload(copy)
+    stored = server.uploads / server.upload(copy, "local")
     assert stored.is_file() and not copy.exists() and not copy.parent.exists()
     assert (tmp_path / "gradio").is_dir()
-    server.upload(case_video)  # a file outside Gradio's folder is the user's: left alone
+    server.upload(case_video, "local")  # a file outside Gradio's folder is the user's: left alone
     assert case_video.is_file()

@@ -5,12 +5,15 @@ Right: the chat, then the last answer's evidence, key frames, guideline citation
 collapsible panel with the planner's reasoning and the tool trace.
 
     page = build_page(ReviewServer(get_settings()))
-    serve(get_settings(), port=7860, token="s3cret")  # blocks until stopped
+    serve(get_settings(), port=7860, access=Access.from_options(auth=Path("users.toml")))
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from surgagent.ui import views
-from surgagent.ui.app import ReviewServer, key_frames, new_session_id, stream_answer
+from surgagent.ui.app import NotYours, ReviewServer, key_frames, stream_answer
+from surgagent.ui.auth import Access
 from surgagent.ui.store import VIDEO_SUFFIXES, UploadError
 
 if TYPE_CHECKING:
@@ -38,34 +42,39 @@ _URL_SCRIPT = """
 
 
 def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure per event)
-    """Lay out the page and wire its events to ``server``."""
+    """Lay out the page and wire its events to ``server``.
+
+    Every handler works for the logged-in visitor (``gr.Request.username``): what comes from
+    the browser (a case key, a session id) is checked against what that visitor owns, and the
+    session id the page asks in is kept server-side (``gr.State``), never read from the page.
+    """
     from surgagent.tools.errors import SurgAgentError
 
-    def case_outputs(path: str, thread_id: str | None) -> tuple[Any, ...]:
-        """Everything that changes when a case (and session) is opened.
+    def owner_of(request: gr.Request) -> str:
+        return server.access.owner(request.username)
 
-        ``path`` is an uploaded video's path or key; the page only ever sees the key.
-        """
-        case = server.open(path)
-        path = server.case_key(case.source)
+    def case_outputs(key: str, thread_id: str | None, owner: str) -> tuple[Any, ...]:
+        """Everything that changes when a case (and session) is opened."""
+        case = server.open(key, owner)
         ribbon, timeline = server.timelines(case)
-        thread_id = thread_id or new_session_id()
+        thread_id = thread_id or server.new_session(owner)
         history, result = server.chat_history(thread_id)
-        choices = server.session_choices(case.id)
+        choices = server.session_choices(case.id, owner)
         if thread_id not in [c[1] for c in choices]:
             choices = [("new session", thread_id), *choices]
         _, problem = server.agent()
         return (
-            path,
-            str(case.source),
+            key,
+            server.media(case),
             ribbon,
             timeline,
             gr.update(choices=choices, value=thread_id),
             thread_id,
+            thread_id,
             history,
             *result_outputs(result, thread_id),
             views.banner(problem),
-            gr.update(choices=server.known_cases(), value=path),
+            gr.update(choices=server.known_cases(owner), value=key),
         )
 
     def result_outputs(result: Any, thread_id: str) -> tuple[Any, ...]:
@@ -77,57 +86,71 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             views.trace_markdown(result),
         )
 
-    def empty_outputs(message: str | None) -> tuple[Any, ...]:
-        return (gr.update(),) * 11 + (views.banner(message), gr.update())
+    def empty_outputs(message: str | None, owner: str | None = None) -> tuple[Any, ...]:
+        known = gr.update() if owner is None else gr.update(choices=server.known_cases(owner))
+        return (gr.update(),) * 12 + (views.banner(message), known)
 
-    def on_upload(file: Any) -> tuple[Any, ...]:
+    def on_upload(file: Any, request: gr.Request) -> tuple[Any, ...]:
         if file is None:
             return empty_outputs(None)
+        owner = owner_of(request)
         try:
-            stored = server.upload(file if isinstance(file, str) else file.name)
-            return case_outputs(str(stored), None)
+            key = server.upload(file if isinstance(file, str) else file.name, owner)
+            return case_outputs(key, None, owner)
         except (UploadError, SurgAgentError) as error:
             return empty_outputs(f"Upload refused: {error}")
 
-    def on_pick(path: str | None) -> tuple[Any, ...]:
-        if not path:
+    def on_pick(key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if not key:
             return empty_outputs(None)
         try:
-            return case_outputs(path, None)
-        except SurgAgentError as error:
-            return empty_outputs(f"Cannot open {Path(path).name}: {error}")
+            return case_outputs(key, None, owner_of(request))
+        except (NotYours, SurgAgentError) as error:
+            return empty_outputs(f"Cannot open {Path(key).name}: {error}")
 
-    def on_session(thread_id: str | None, case_path: str | None) -> tuple[Any, ...]:
-        if not thread_id or not case_path:
+    def on_session(thread_id: str | None, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if not thread_id or not key:
             return empty_outputs(None)
-        return case_outputs(case_path, thread_id)
+        owner = owner_of(request)
+        try:
+            return case_outputs(server.check_session(thread_id, owner) or key, thread_id, owner)
+        except (NotYours, SurgAgentError) as error:
+            return empty_outputs(f"Cannot open that session: {error}")
 
     def on_load(request: gr.Request) -> tuple[Any, ...]:
         thread_id = dict(request.query_params).get("session")
-        record = server.sessions.get(thread_id) if thread_id else None
         _, problem = server.agent()
-        if record is None:
-            return empty_outputs(problem)
+        owner = owner_of(request)
+        if not thread_id:
+            return empty_outputs(problem, owner)
         try:
-            return case_outputs(record.case, record.thread_id)
-        except SurgAgentError as error:
-            return empty_outputs(f"Cannot reopen session {thread_id}: {error}")
+            key = server.check_session(thread_id, owner)
+            if key is None:
+                return empty_outputs(problem, owner)
+            return case_outputs(key, thread_id, owner)
+        except (NotYours, SurgAgentError) as error:
+            return empty_outputs(f"Cannot reopen that session: {error}", owner)
 
     def on_ask(
-        question: str, history: list[dict[str, Any]], case_path: str | None, thread_id: str | None
+        question: str,
+        history: list[dict[str, Any]],
+        key: str | None,
+        thread_id: str | None,
+        request: gr.Request,
     ) -> Any:
         question = question.strip()
         if not question:
             yield history, "", *(gr.update(),) * 4, gr.update(), gr.update()
             return
-        if not case_path or not thread_id:
+        if not key or not thread_id:
             message = "Open a case first: upload a video or pick one."
             yield history, question, *(gr.update(),) * 4, views.banner(message), gr.update()
             return
+        owner = owner_of(request)
         history = [*history, {"role": "user", "content": question}]
         history.append({"role": "assistant", "content": "_thinking..._"})
         yield history, "", *(gr.update(),) * 4, views.banner(None), gr.update()
-        for text, result, problem in stream_answer(server, question, case_path, thread_id):
+        for text, result, problem in stream_answer(server, question, key, thread_id, owner):
             if text:
                 history[-1] = {"role": "assistant", "content": views.answer_markdown(text)}
             if problem:
@@ -137,9 +160,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             if result is None:
                 yield history, "", *(gr.update(),) * 4, gr.update(), gr.update()
                 continue
-            case = server.open(case_path)
-            server.sessions.record(thread_id, case=case.source, case_id=case.id, title=question)
-            choices = server.session_choices(case.id)
+            choices = server.session_choices(server.open(key, owner).id, owner)
             yield (
                 history,
                 "",
@@ -152,8 +173,9 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         gr.Markdown("## SurgAgent case review")
         banner = gr.HTML(views.banner(server.agent()[1]), elem_id="banner")
         gr.HTML(views.tools_status(server.tools()), elem_id="tools")
-        case_path = gr.State(None)
-        thread = gr.Textbox(visible=False, elem_id="session-id")
+        case_key = gr.State(None)
+        thread_id = gr.State(None)  # the session asked in: decided and kept by the server
+        thread_url = gr.Textbox(visible=False, elem_id="session-id")  # shown in the URL
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Row():
@@ -164,7 +186,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
                         elem_id="upload",
                     )
                     known = gr.Dropdown(
-                        choices=server.known_cases(),
+                        choices=[],
                         label="...or pick a case reviewed before",
                         elem_id="known-cases",
                     )
@@ -197,17 +219,17 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
                     trace = gr.Markdown(views.trace_markdown(None), elem_id="trace")
 
         opened = [
-            case_path, video, ribbon, timeline, sessions, thread, chat,
+            case_key, video, ribbon, timeline, sessions, thread_id, thread_url, chat,
             evidence, frames, citations, trace, banner, known,
         ]  # fmt: skip
         upload.upload(on_upload, inputs=upload, outputs=opened)
         known.input(on_pick, inputs=known, outputs=opened)
-        sessions.input(on_session, inputs=[sessions, case_path], outputs=opened)
+        sessions.input(on_session, inputs=[sessions, case_key], outputs=opened)
         page.load(on_load, inputs=None, outputs=opened)
-        thread.change(None, inputs=thread, outputs=None, js=_URL_SCRIPT)
+        thread_url.change(None, inputs=thread_url, outputs=None, js=_URL_SCRIPT)
         question.submit(
             on_ask,
-            inputs=[question, chat, case_path, thread],
+            inputs=[question, chat, case_key, thread_id],
             outputs=[chat, question, evidence, frames, citations, trace, banner, sessions],
         )
     return page
@@ -218,14 +240,42 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 7860,
-    token: str | None = None,
+    access: Access | None = None,
     max_upload_mb: float = 4096,
 ) -> None:
-    """Start the review app and block until it is stopped."""
-    # Gradio keeps uploads in its temp dir: keep that inside the data dir, and never phone home.
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.data_dir / "ui" / "tmp"))
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    server = ReviewServer(settings, max_upload_mb=max_upload_mb)
-    page = build_page(server)
-    page.queue(default_concurrency_limit=4)
-    page.launch(server_name=host, server_port=port, **server.launch_options(token))
+    """Start the review app and block until it is stopped.
+
+    Raises:
+        ConfigError: When asked to serve beyond this machine without a login.
+    """
+    from surgagent.tools.errors import ConfigError
+
+    access = access or Access()
+    if not access.enabled and not _loopback(host):
+        raise ConfigError(
+            f"serving on {host} without a login would show every case to anyone on the "
+            "network; add --auth users.toml (see `surgagent users add`) or --token, or serve "
+            "on 127.0.0.1"
+        )
+    # Gradio keeps uploads, and copies of what it shows, in its temp dir, whose path appears
+    # in the page's file URLs: a private folder of its own, not one inside the data dir.
+    scratch = None
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        scratch = tempfile.mkdtemp(prefix="surgagent-web-")
+        os.environ["GRADIO_TEMP_DIR"] = scratch
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # never phone home
+    try:
+        server = ReviewServer(settings, max_upload_mb=max_upload_mb, access=access)
+        page = build_page(server)
+        page.queue(default_concurrency_limit=4)
+        page.launch(server_name=host, server_port=port, **server.launch_options())
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

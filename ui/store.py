@@ -1,9 +1,10 @@
 """What the review app keeps on disk besides the agent's sessions: uploads and a session list.
 
 Uploads are checked (type, size, a video that decodes) and copied under
-``<data_dir>/uploads/<content hash>/``, never anywhere else. The session list maps each chat
-session (a LangGraph thread in the SQLite checkpointer) to its case, so the page can list a
-case's past sessions and reopen one after a reload or a restart.
+``<data_dir>/uploads/<content hash>/``, never anywhere else; an upload list says who
+uploaded each. The session list maps each chat session (a LangGraph thread in the SQLite
+checkpointer) to its owner and case, so the page can list a visitor's past sessions of a case
+and reopen one after a reload or a restart.
 
     stored = store_upload(Path("/tmp/gradio/abc/case.mp4"), uploads_dir, max_mb=2048)
     sessions.record("3f2a9c1b", case=stored, title="When is the clipper first used?")
@@ -20,10 +21,21 @@ import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["VIDEO_SUFFIXES", "SessionIndex", "SessionRecord", "UploadError", "store_upload"]
+from surgagent.ui.auth import LOCAL_OWNER
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "SessionIndex",
+    "SessionRecord",
+    "UploadError",
+    "UploadIndex",
+    "UploadRecord",
+    "store_upload",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +91,10 @@ def store_upload(source: Path, uploads: Path, *, max_mb: float) -> Path:
 
 
 class SessionRecord(BaseModel):
-    """One chat session: its case and a title (its first question)."""
+    """One chat session: its owner, its case and a title (its first question)."""
 
     thread_id: str
+    owner: str = LOCAL_OWNER  # files from before owners were kept belong to the local user
     case: str
     case_id: str
     title: str
@@ -89,25 +102,36 @@ class SessionRecord(BaseModel):
     updated: str
 
 
-class SessionIndex:
-    """The sessions of the review app, in a small JSON file written atomically."""
+class UploadRecord(BaseModel):
+    """One uploaded case and who uploaded it (a video uploaded twice has two owners)."""
+
+    key: str  # its place in the uploads folder, as the page names it
+    owners: list[str]
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class _RecordFile(Generic[R]):  # noqa: UP046 (Python 3.11 has no class type parameters)
+    """Records in a small JSON object file, written atomically and read forgivingly.
+
+    A damaged file is moved aside (kept, never overwritten) and a bad record skipped, each
+    with a warning, so the page keeps working.
+    """
+
+    model: type[R]
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
 
-    def _read(self) -> dict[str, SessionRecord]:
-        """The records, read forgivingly.
-
-        A damaged file is moved aside (kept, never overwritten) and a bad record skipped,
-        each with a warning, so the page keeps working.
-        """
+    def _read(self) -> dict[str, R]:
         if not self.path.exists():
             return {}
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
             if not isinstance(raw, dict):
-                raise ValueError("not a JSON object of sessions")
+                raise ValueError("not a JSON object of records")
         except (ValueError, UnicodeDecodeError) as error:
             kept = self.path.with_suffix(".broken")
             os.replace(self.path, kept)
@@ -116,12 +140,26 @@ class SessionIndex:
         records = {}
         for key, value in raw.items():
             try:
-                records[key] = SessionRecord.model_validate(value)
+                records[key] = self.model.model_validate(value)
             except ValidationError:
-                logger.warning("%s: skipped session %r, which cannot be read", self.path, key)
+                logger.warning("%s: skipped record %r, which cannot be read", self.path, key)
         return records
 
-    def record(self, thread_id: str, *, case: Path, case_id: str, title: str) -> SessionRecord:
+    def _write(self, records: dict[str, R]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps({k: v.model_dump() for k, v in records.items()}, indent=1))
+        os.replace(partial, self.path)
+
+
+class SessionIndex(_RecordFile[SessionRecord]):
+    """The sessions of the review app, by thread id, each with its owner."""
+
+    model = SessionRecord
+
+    def record(
+        self, thread_id: str, *, owner: str = LOCAL_OWNER, case: Path, case_id: str, title: str
+    ) -> SessionRecord:
         """Add a session or touch an existing one (its title stays the first question)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._lock:
@@ -129,6 +167,7 @@ class SessionIndex:
             old = records.get(thread_id)
             record = SessionRecord(
                 thread_id=thread_id,
+                owner=old.owner if old else owner,
                 case=str(case),
                 case_id=case_id,
                 title=old.title if old else title[:80],
@@ -136,12 +175,7 @@ class SessionIndex:
                 updated=now,
             )
             records[thread_id] = record
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".tmp")
-            partial.write_text(
-                json.dumps({k: v.model_dump() for k, v in records.items()}, indent=1)
-            )
-            os.replace(partial, self.path)
+            self._write(records)
             return record
 
     def get(self, thread_id: str) -> SessionRecord | None:
@@ -149,8 +183,30 @@ class SessionIndex:
         with self._lock:
             return self._read().get(thread_id)
 
-    def for_case(self, case_id: str) -> list[SessionRecord]:
-        """A case's sessions, newest first."""
+    def for_case(self, case_id: str, owner: str = LOCAL_OWNER) -> list[SessionRecord]:
+        """An owner's sessions of a case, newest first."""
         with self._lock:
-            records = [r for r in self._read().values() if r.case_id == case_id]
+            records = [
+                r for r in self._read().values() if r.case_id == case_id and r.owner == owner
+            ]
         return sorted(records, key=lambda r: r.updated, reverse=True)
+
+
+class UploadIndex(_RecordFile[UploadRecord]):
+    """Who uploaded which case: a visitor sees and opens only their own uploads."""
+
+    model = UploadRecord
+
+    def add(self, key: str, owner: str) -> None:
+        """Note that ``owner`` uploaded the case ``key``."""
+        with self._lock:
+            records = self._read()
+            owners = records[key].owners if key in records else []
+            if owner not in owners:
+                records[key] = UploadRecord(key=key, owners=[*owners, owner])
+                self._write(records)
+
+    def keys(self, owner: str) -> set[str]:
+        """The cases ``owner`` uploaded."""
+        with self._lock:
+            return {key for key, record in self._read().items() if owner in record.owners}
