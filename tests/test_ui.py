@@ -15,6 +15,7 @@ from surgagent.ui import views
 from surgagent.ui.app import ReviewServer
 from surgagent.ui.auth import Access
 from surgagent.ui.store import SessionIndex, UploadError, store_upload
+from tests.fixtures.cli import run_cli
 from tests.fixtures.videos import random_bytes_file
 
 
@@ -183,3 +184,28 @@ def test_gradios_temporary_copy_of_an_upload_is_removed(
     assert (tmp_path / "gradio").is_dir()
     server.upload(case_video, "local")  # a file outside Gradio's folder is the user's: left alone
     assert case_video.is_file()
+
+
+def test_users_file_from_the_command_line(tmp_path: Path) -> None:
+    users = tmp_path / "users.toml"
+    added = run_cli("users", "add", "alice", "-f", str(users), "--password-stdin", stdin="pw1\n")
+    assert added.returncode == 0, added.stderr
+    assert "$argon2id$" in users.read_text() and "pw1" not in users.read_text()
+    assert users.stat().st_mode & 0o777 == 0o600
+    access = Access.from_options(auth=users)
+    assert access.check("alice", "pw1") and not access.check("alice", "pw2")
+    assert not access.check("nobody", "pw1") and access.owner("alice") == "alice"
+    bad = run_cli("users", "add", "../evil", "--file", str(users), "--password-stdin", stdin="x\n")
+    assert bad.returncode == 1 and "user name '../evil' must be" in bad.stderr
+    assert run_cli("users", "list", "--file", str(users)).stdout.split() == ["alice"]
+    assert run_cli("users", "remove", "alice", "--file", str(users)).returncode == 0
+    empty = run_cli("serve", "--auth", str(users))
+    assert empty.returncode == 1 and "has no users" in empty.stderr
+
+
+def test_serving_beyond_this_machine_needs_a_login() -> None:
+    done = run_cli("serve", "--host", "0.0.0.0", "--port", "9")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "without a login would show every case to anyone" in " ".join(done.stderr.split())
+    both = run_cli("serve", "--auth", "users.toml", "--token", "t")
+    assert both.returncode == 1 and "not both" in both.stderr
