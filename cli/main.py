@@ -344,7 +344,8 @@ def index(
     console.print(
         f"indexed {opened.id}: {format_time(opened.duration)} of video, {result.frames_total} "
         f"frames at {result.fps:g} fps ({result.frames_written} decoded now, {kept} already "
-        f"cached) in {result.seconds:.1f} s\ncontact sheet: {result.thumbnail}",
+        f"cached) in {result.seconds:.1f} s\ncontact sheet: {result.thumbnail}"
+        + "".join(f"\nskipped: {damage}" for damage in result.damaged),
         highlight=False,
         markup=False,
         soft_wrap=True,

@@ -1,8 +1,9 @@
 """The tools node: LangGraph's ToolNode plus retries, timing, repeat detection and evidence.
 
-Input errors (`ToolInputError`, bad arguments, unknown tools) go back to the planner as
-error tool messages. Backend errors are retried ``tool_retries`` times, then the message's
-`ToolRecord` marks a backend failure and the run ends with ``status="error"``.
+Input errors (`ToolInputError`, bad arguments, unknown tools) and case errors (a damaged
+span of video, a frame file gone) go back to the planner as error tool messages. Backend
+errors are retried ``tool_retries`` times, then the message's `ToolRecord` marks a backend
+failure and the run ends with ``status="error"``.
 
     node = build_tools_node(tools)
 """
@@ -20,7 +21,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest, ToolInvocationError
 from langgraph.types import Command
 
 from surgagent.tools.base import ToolRecord, ToolResult
-from surgagent.tools.errors import BackendError, ToolInputError
+from surgagent.tools.errors import BackendError, CaseError, ToolInputError
 
 __all__ = ["MAX_TOOL_TEXT", "build_tools_node"]
 
@@ -32,10 +33,10 @@ _RETRY_BACKOFF_S = 0.5
 
 
 def _input_error_text(error: Exception) -> str:
-    """Tool-input errors become one sentence the planner can act on; others propagate."""
+    """Tool-input and case errors become one sentence the planner can act on; others propagate."""
     if isinstance(error, ToolInvocationError):
         text = error.message
-    elif isinstance(error, ToolInputError):
+    elif isinstance(error, ToolInputError | CaseError):
         text = str(error)
     else:
         # Backend failures go to the retry wrapper; bugs must not look like answers.

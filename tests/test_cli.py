@@ -16,6 +16,7 @@ import pytest
 
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
 from tests.fixtures.cli import REPO, openai_env, run_cli
+from tests.fixtures.videos import damaged_copy, write_video
 
 
 def test_help_is_instant_and_loads_no_torch() -> None:
@@ -135,6 +136,28 @@ def test_missing_and_corrupt_videos_are_one_line_errors(tmp_path: Path) -> None:
             done = run_cli("ask", case, "Q?", env=openai_env(server))
             assert done.returncode == 1
             assert "Traceback" not in done.stderr and "error:" in done.stderr
+
+
+def test_a_damaged_span_goes_back_to_the_planner(tmp_path: Path) -> None:
+    intact = write_video(
+        tmp_path / "intact.mp4", fps=10, duration=20.0, faststart=True, gop=10, noise=20
+    )
+    video = damaged_copy(intact, tmp_path / "damaged.mp4", 0.5, 0.6)
+    script = [
+        ScriptedReply(tool_calls=[("look_at_frames", {"times": ["00:02", "00:11"]})]),
+        ScriptedReply(tool_calls=[("look_at_frames", {"times": ["00:02"]})]),
+        ScriptedReply(content="At [00:02] the field is clear; 00:11 is unreadable."),
+    ]
+    with ScriptedOpenAIServer(script) as server:
+        env = {**openai_env(server), "SURGAGENT_KNOWLEDGE__ENABLED": "false"}
+        done = run_cli("ask", str(video), "What is seen at 00:02 and 00:11?", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "At [00:02] the field is clear" in done.stdout
+    tool_replies = [
+        str(m["content"]) for q in server.requests for m in q["messages"] if m["role"] == "tool"
+    ]
+    assert "damaged.mp4 is damaged between 00:" in tool_replies[0]
+    assert tool_replies[-1].startswith("Showing 1 frame at 00:02")
 
 
 def test_config_show_and_doctor_json(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from langgraph.prebuilt import ToolNode
 from surgagent.tools.base import ToolRecord
 from surgagent.tools.cache import Case, CaseCache
 from surgagent.tools.errors import CaseError, ToolInputError
+from surgagent.tools.video.decode import DamagedVideo
 from surgagent.tools.video.engine import (
     clip_times,
     index_case,
@@ -31,6 +33,7 @@ from surgagent.tools.video.types import FramesResult
 from tests.fixtures.videos import (
     color_index,
     corrupt_copy,
+    damaged_copy,
     empty_file,
     random_bytes_file,
     truncated_copy,
@@ -175,6 +178,46 @@ def test_front_indexed_truncated_file_fails_while_decoding(
     with pytest.raises(CaseError, match="truncated"):
         index_case(case, cache)
     assert not list(cache.root.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 s at 10 fps, keyframes each second, with the bytes of roughly 10-12 s scrambled."""
+    folder = tmp_path_factory.mktemp("damaged")
+    intact = write_video(
+        folder / "intact.mp4", fps=10, duration=20.0, faststart=True, gop=10, noise=20
+    )
+    return damaged_copy(intact, folder / "damaged.mp4", 0.5, 0.6)
+
+
+def test_frames_around_damage_in_the_middle_stay_readable(
+    damaged: Path, cache: CaseCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = open_case(damaged, cache)
+    with pytest.raises(DamagedVideo) as error:
+        sample_frames(case, [2.0, 11.0, 18.0], cache)
+    damage = error.value
+    assert damage.end is not None and 8.0 <= damage.start < 11.0 < damage.end <= 15.0
+    first, last = math.floor(damage.start), math.ceil(damage.end)
+    assert str(damage) == (
+        f"damaged.mp4 is damaged between 00:{first:02d} and 00:{last:02d} (invalid data found "
+        f"when processing input); frames there cannot be decoded, frames up to 00:{first:02d} "
+        f"and from 00:{last:02d} on can be: ask for those."
+    )
+    # The frames on either side were decoded and cached on the way: asking again is instant.
+    opened = count_av_open(monkeypatch)
+    around = sample_frames(case, [2.0, 18.0], cache)
+    assert [frame_number(frame.path) for frame in around] == [20, 180] and opened == []
+    # The edges named are readable: one pass decodes up to the damage and seeks past it.
+    edges = sample_frames(case, [first, last], cache)
+    assert [frame_number(frame.path) for frame in edges] == [first * 10, last * 10]
+
+
+def test_index_skips_a_damaged_span(damaged: Path, cache: CaseCache) -> None:
+    result = index_case(open_case(damaged, cache), cache)
+    assert len(result.damaged) == 1 and "damaged.mp4 is damaged between" in result.damaged[0]
+    assert 14 <= result.frames_written <= 18 and result.frames_total == 20
+    assert result.thumbnail.exists()
 
 
 def test_case_whose_source_moved(tmp_path: Path, cache: CaseCache) -> None:

@@ -1,8 +1,8 @@
 """Decoding for the video room: probing, one-pass frame decoding, frame folders, JPEGs.
 
 Videos go through PyAV, frame folders through Pillow. Every FFmpeg failure becomes a
-`CaseError` naming the file (and, mid-decode, the time reached), so callers never see
-``av.error`` types.
+`CaseError` naming the file (and, mid-decode, a `DamagedVideo` naming the damaged span),
+so callers never see ``av.error`` types.
 
     info = probe_video(Path("case.mp4"))
     images = video_images(Path("case.mp4"), [0, 25], (320, 240), fps=info.fps)  # (index, PIL)
@@ -34,6 +34,7 @@ __all__ = [
     "JPEG_QUALITY",
     "SEEK_GAP",
     "VIDEO_SUFFIXES",
+    "DamagedVideo",
     "VideoProbe",
     "contact_sheet",
     "decode_frames",
@@ -171,11 +172,101 @@ def _container_seconds(container: InputContainer, stream: VideoStream) -> float:
     return 0.0
 
 
-def _decode_error(path: Path, reached: float, exc: BaseException) -> CaseError:
-    return CaseError(
-        f"{path.name} could not be decoded past {format_time(reached)} ({_reason(exc)}); "
-        "the file is probably truncated or corrupt."
-    )
+class DamagedVideo(CaseError):
+    """Part of a video cannot be decoded; frames outside ``[start, end)`` still can.
+
+    Args:
+        name: The file's name.
+        start: Time of the last frame decoded before the damage (seconds).
+        end: Where decoding works again, or None if it does not before the end.
+        reason: FFmpeg's complaint, in a few words.
+    """
+
+    def __init__(self, name: str, start: float, end: float | None, reason: str) -> None:
+        self.start, self.end = start, end
+        first = format_time(math.floor(start))  # whole seconds, rounded towards the good side
+        if end is None:
+            span = f"from {first} to its end"
+            usable = f"frames up to {first} can be: ask for those"
+        else:
+            last = format_time(math.ceil(end))
+            span = f"between {first} and {last}"
+            usable = f"frames up to {first} and from {last} on can be: ask for those"
+        super().__init__(
+            f"{name} is damaged {span} ({reason}); frames there cannot be decoded, {usable}."
+        )
+
+    def covers(self, seconds: float) -> bool:
+        """Whether a frame at ``seconds`` lies in the damaged span."""
+        return seconds > self.start and (self.end is None or seconds < self.end)
+
+
+def _decodes_at(container: InputContainer, stream: VideoStream, at: float, fps: float) -> bool:
+    """Whether decoding from the keyframe before ``at`` reaches ``at`` without an error."""
+    import av
+
+    time_base = stream.time_base
+    if not time_base:
+        return False
+    try:
+        container.seek(int(at / time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time >= at - 0.5 / fps:
+                return True
+    except av.error.FFmpegError:
+        return False
+    return False  # the stream ended first
+
+
+def _damaged_span(
+    path: Path, good: float | None, bad: float, fps: float, start_time: float
+) -> tuple[float, float | None]:
+    """The span around ``bad`` (seconds) that does not decode, to about a second.
+
+    Probes outwards at doubling steps until a seek decodes, then halves the interval, so a
+    long damaged span costs a few dozen seeks rather than a decode through it. ``good`` is
+    a time known to decode, if any. The end is None if decoding never works again.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        length = _container_seconds(container, stream)
+
+        def decodes(at: float) -> bool:
+            return _decodes_at(container, stream, start_time + at, fps)
+
+        def edge(inside: float, outside: float) -> float:
+            while abs(outside - inside) > 1.0:
+                middle = (inside + outside) / 2
+                inside, outside = (inside, middle) if decodes(middle) else (middle, outside)
+            return outside
+
+        before, step = good, 1.0
+        while before is None or bad - before > step:
+            probe = max(0.0, bad - step)
+            if decodes(probe):
+                before = probe
+                break
+            if probe == 0.0:
+                before = 0.0
+                break
+            step *= 2
+        after, step = None, 1.0
+        while after is None and bad + step <= length:
+            if decodes(bad + step):
+                after = bad + step
+            step *= 2
+        start = edge(bad, before) if before is not None else 0.0
+        return start, (edge(bad, after) if after is not None else None)
+
+
+def _damage(
+    path: Path, good: float | None, bad: float, exc: BaseException, fps: float, start: float
+) -> CaseError:
+    try:
+        begins, ends = _damaged_span(path, good, bad, fps, start)
+    except CaseError:
+        begins, ends = good or 0.0, None
+    return DamagedVideo(path.name, begins, ends, _reason(exc))
 
 
 def decode_frames(
@@ -202,8 +293,9 @@ def decode_frames(
         ``(index, frame)`` pairs in ascending index order.
 
     Raises:
-        CaseError: If the file cannot be opened, or decoding fails or ends before a wanted
-            frame (a truncated file), naming the time reached.
+        CaseError: If the file cannot be opened, or decoding ends before a wanted frame
+            (a truncated file), naming the time reached.
+        DamagedVideo: If decoding fails before a wanted frame, naming the damaged span.
     """
     import av
 
@@ -242,7 +334,13 @@ def decode_frames(
                     if k == len(targets) or seek_to is not None:
                         break
             except av.error.FFmpegError as exc:
-                raise _decode_error(path, max(prev_index, 0) / fps, exc) from exc
+                if prev is not None:
+                    good: float | None = prev_index / fps
+                    bad = (prev_index + 1) / fps
+                else:  # failed before the first frame after a seek (or the start)
+                    good = last_index / fps if last_index >= 0 else None
+                    bad = (targets[k] if k < len(targets) else 0) / fps
+                raise _damage(path, good, bad, exc, fps, start_time) from exc
             if prev is not None:
                 last, last_index = prev, prev_index
             if seek_to is None:

@@ -24,6 +24,7 @@ from surgagent.tools.base import (
 from surgagent.tools.cache import Case, CaseCache
 from surgagent.tools.errors import CaseError, ToolInputError, suggest
 from surgagent.tools.video.decode import (
+    DamagedVideo,
     contact_sheet,
     encode_jpeg,
     fit_size,
@@ -128,22 +129,39 @@ def _extract(
     indices: Sequence[int],
     max_side: int,
     on_frame: Callable[[], None] | None = None,
-) -> int:
-    """Decode ``indices`` into the cache; returns how many frames were written."""
+) -> tuple[int, list[DamagedVideo]]:
+    """Decode ``indices`` into the cache, around any damaged spans of the video.
+
+    Returns:
+        How many frames were written, and the damaged spans that held wanted frames.
+    """
     size = fit_size(case.width, case.height, max_side)
-    if case.kind == "frames":
-        source = folder_images(case.source, indices, size, expected=case.frame_count)
-    else:
-        start = float(case.metadata.get("start_time", 0.0))
-        source = video_images(case.source, indices, size, fps=case.fps, start_time=start)
-    written = 0
-    with contextlib.closing(source) as images:
-        for index, image in images:
-            cache.write_bytes(case, _frame_name(max(size), index), encode_jpeg(image))
-            written += 1
-            if on_frame is not None:
-                on_frame()
-    return written
+    wanted, written, damage = sorted(set(indices)), 0, []
+    while wanted:
+        if case.kind == "frames":
+            source = folder_images(case.source, wanted, size, expected=case.frame_count)
+        else:
+            start = float(case.metadata.get("start_time", 0.0))
+            source = video_images(case.source, wanted, size, fps=case.fps, start_time=start)
+        done: set[int] = set()
+        try:
+            with contextlib.closing(source) as images:
+                for index, image in images:
+                    cache.write_bytes(case, _frame_name(max(size), index), encode_jpeg(image))
+                    done.add(index)
+                    if on_frame is not None:
+                        on_frame()
+            wanted = []
+        except DamagedVideo as error:
+            undone = [i for i in wanted if i not in done]
+            left = [i for i in undone if not error.covers(case.frame_time(i))]
+            if len(left) < len(undone):
+                damage.append(error)
+            elif not done:
+                raise  # decoding fails before any frame it could skip to
+            wanted = left
+        written += len(done)
+    return written, damage
 
 
 def _plan(case: Case, times: Sequence[float], cache: CaseCache, max_side: int) -> list[Frame]:
@@ -184,11 +202,15 @@ def sample_frames(
     Raises:
         ToolInputError: If a time lies outside the case.
         CaseError: If the video cannot be decoded up to a wanted time.
+        DamagedVideo: If a wanted time lies in a damaged span (the frames outside it are
+            decoded and cached, so asking again without it is instant).
     """
     frames = _plan(case, times, cache, max_side)
     missing = _missing(frames)
     if missing:
-        _extract(case, cache, missing, max_side)
+        _, damage = _extract(case, cache, missing, max_side)
+        if damage:
+            raise damage[0]
     return frames
 
 
@@ -221,7 +243,8 @@ def index_case(
     """Sample the case at ``fps`` in one sequential pass into the cache, plus a contact sheet.
 
     The frames land where `sample_frames` looks, so later looks are instant. A rerun skips
-    frames already written, so an interrupted index resumes where it stopped.
+    frames already written, so an interrupted index resumes where it stopped. Damaged spans
+    of a video are skipped and named in the result.
 
     Args:
         case: An opened case.
@@ -235,7 +258,7 @@ def index_case(
 
     Raises:
         ValueError: If ``fps`` is not positive.
-        CaseError: If the video cannot be decoded to its end.
+        CaseError: If the video cannot be decoded at all past some point.
     """
     if not fps > 0:
         raise ValueError(f"fps={fps} must be positive, e.g. 1.0 for one frame a second.")
@@ -254,9 +277,10 @@ def index_case(
         if progress is not None:
             progress(done, total)
 
-    written = _extract(case, cache, missing, max_side, tick) if missing else 0
+    written, damage = _extract(case, cache, missing, max_side, tick) if missing else (0, [])
     sheet = cache.case_dir(case) / "index" / "contact.jpg"
-    if written or not sheet.exists():
+    frames = [frame for frame in frames if frame.path.exists()]
+    if frames and (written or not sheet.exists()):
         shown = min(_CONTACT_TILES, len(frames))
         picks = [frames[round(j * (len(frames) - 1) / max(1, shown - 1))] for j in range(shown)]
         tiles = [(frame.path, format_time(frame.time)) for frame in picks]
@@ -266,6 +290,7 @@ def index_case(
         fps=fps,
         frames_total=total,
         frames_written=written,
+        damaged=[str(error) for error in damage],
         seconds=time.perf_counter() - began,
         thumbnail=sheet,
     )

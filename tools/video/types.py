@@ -45,6 +45,7 @@ class IndexResult(BaseModel):
     frames_total: int
     frames_written: int
     seconds: float
+    damaged: list[str] = []  # one sentence per damaged span skipped
     thumbnail: Path
 
 
