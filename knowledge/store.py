@@ -28,7 +28,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from filelock import FileLock
 
@@ -48,7 +48,8 @@ from surgagent.knowledge.records import (
 )
 
 if TYPE_CHECKING:
-    pass
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = ["AddReport", "DocumentRecord", "Hit", "KnowledgeStore", "Manifest", "Progress"]
 
@@ -64,6 +65,14 @@ _WRITE_BATCH = 4096  # passages per chromadb write (its maximum is about 5,400)
 _NOT_BUILT = "the knowledge store in {root} is not built; run `surgagent knowledge rebuild`"
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+class _Prepared(NamedTuple):
+    """A file read and chunked for `KnowledgeStore.add_documents`."""
+
+    path: Path
+    digest: str
+    chunks: list[Passage]
 
 
 def _sha256(path: Path) -> str:
@@ -186,44 +195,59 @@ class KnowledgeStore:
     def add_documents(self, paths: Sequence[Path], progress: Progress | None = None) -> AddReport:
         """Ingest files (markdown, text, HTML, PDF); a changed file replaces its chunks.
 
-        Files that cannot be read are reported in ``failed`` and change nothing; the others
-        are published together in one new generation.
+        Files are read, chunked and embedded before the writer lock is taken (progress is
+        reported per embedded batch), so a long add holds up no other writer; the lock is
+        held only to apply the change and publish it. Files that cannot be read are reported
+        in ``failed`` and change nothing; the others are published together in one new
+        generation.
         """
         report = AddReport()
+        known = self.manifest()
+        ready: list[_Prepared] = []
+        for path in paths:
+            path = Path(path).expanduser().resolve()
+            try:
+                digest = _sha256(path)
+                chunks = read_document(path, max_mb=self.max_document_mb)
+            except DocumentError as error:
+                report.failed[str(path)] = str(error)
+                continue
+            old = known.documents.get(document_id(path)) if known else None
+            if old is not None and old.sha256 == digest:
+                report.unchanged.append(str(path))
+            else:
+                ready.append(_Prepared(path, digest, chunks))
+        passages = [chunk for item in ready for chunk in item.chunks]
+        vectors = self._embed(passages, progress)
         with self._writing():
             manifest = self._current_or_rebuilt(progress)
+            records = dict(manifest.documents)
             new: list[Passage] = []
             remove: list[str] = []
-            records = dict(manifest.documents)
-            for path in paths:
-                path = Path(path).expanduser().resolve()
-                try:
-                    chunks = read_document(path, max_mb=self.max_document_mb)
-                    digest = _sha256(path)
-                except DocumentError as error:
-                    report.failed[str(path)] = str(error)
-                    continue
-                doc = document_id(path)
+            for item in ready:  # against the store as it is now: another writer may have run
+                doc = document_id(item.path)
                 old = records.get(doc)
-                if old is not None and old.sha256 == digest:
-                    report.unchanged.append(str(path))
+                if old is not None and old.sha256 == item.digest:
+                    report.unchanged.append(str(item.path))
                     continue
                 if old is not None:
                     remove += old.chunks
-                    report.replaced[str(path)] = len(chunks)
+                    report.replaced[str(item.path)] = len(item.chunks)
                 else:
-                    report.added[str(path)] = len(chunks)
-                new += chunks
+                    report.added[str(item.path)] = len(item.chunks)
+                new += item.chunks
                 records[doc] = DocumentRecord(
                     id=doc,
-                    path=str(path),
-                    name=path.name,
-                    sha256=digest,
-                    chunks=[c.id for c in chunks],
+                    path=str(item.path),
+                    name=item.path.name,
+                    sha256=item.digest,
+                    chunks=[c.id for c in item.chunks],
                     added=now(),
                 )
             if report.added or report.replaced:
-                self._publish_change(manifest, records, new, remove, progress)
+                rows = {p.id: row for row, p in enumerate(passages)}
+                chosen = vectors[[rows[p.id] for p in new]]
+                self._publish_change(manifest, records, new, chosen, remove)
         return report
 
     def remove_documents(self, names: Sequence[str]) -> list[DocumentRecord]:
@@ -240,7 +264,7 @@ class KnowledgeStore:
                 records.pop(record.id, None)
             chunk_ids = [chunk for record in gone for chunk in record.chunks]
             if gone:
-                self._publish_change(manifest, records, [], chunk_ids, None)
+                self._publish_change(manifest, records, [], self._embed([], None), chunk_ids)
             return gone
 
     @staticmethod
@@ -280,7 +304,7 @@ class KnowledgeStore:
             embedding_function=self.embedder.chroma_function(),
             metadata={"hnsw:space": "cosine", "embedding_model": self.embedder.model_id},
         )
-        self._write(collection, passages, progress)
+        self._write(collection, passages, self._embed(passages, progress))
         manifest = Manifest(
             generation=generation,
             embedding_model=self.embedder.model_id,
@@ -329,8 +353,8 @@ class KnowledgeStore:
         old: Manifest,
         records: dict[str, DocumentRecord],
         new: list[Passage],
+        vectors: NDArray[np.float32],
         remove: list[str],
-        progress: Progress | None,
     ) -> None:
         generation = old.generation + 1
         target = self._generation_dir(generation)
@@ -341,35 +365,40 @@ class KnowledgeStore:
         )
         if remove:
             collection.delete(ids=remove)
-        self._write(collection, new, progress)
+        self._write(collection, new, vectors)
         count = collection.count()
         manifest = old.model_copy(
             update={"generation": generation, "documents": records, "passages": count}
         )
         self._publish(manifest, old)
 
-    def _write(
-        self, collection: Any, passages: Sequence[Passage], progress: Progress | None
-    ) -> None:
-        """Embed ``passages`` (progress per `_EMBED_BATCH`) and add them in large writes.
-
-        chromadb's ``add`` has a high fixed cost per call, so vectors are gathered and
-        written `_WRITE_BATCH` at a time (below chromadb's own maximum batch size).
-        """
+    def _embed(self, passages: Sequence[Passage], progress: Progress | None) -> NDArray[np.float32]:
+        """The vectors of ``passages``, `_EMBED_BATCH` at a time (one progress report each)."""
         import numpy as np
 
         total = len(passages)
-        for start in range(0, total, _WRITE_BATCH):
+        if not total:
+            return np.empty((0, 0), dtype=np.float32)  # loads no model
+        vectors = []
+        for start in range(0, total, _EMBED_BATCH):
+            batch = passages[start : start + _EMBED_BATCH]
+            vectors.append(self.embedder.embed([_embedding_text(p) for p in batch]))
+            if progress:
+                progress(start + len(batch), total)
+        return np.concatenate(vectors)
+
+    @staticmethod
+    def _write(collection: Any, passages: Sequence[Passage], vectors: NDArray[np.float32]) -> None:
+        """Add passages with their vectors, `_WRITE_BATCH` at a time.
+
+        chromadb's ``add`` has a high fixed cost per call, so rows are written in large
+        batches (below chromadb's own maximum batch size).
+        """
+        for start in range(0, len(passages), _WRITE_BATCH):
             chunk = passages[start : start + _WRITE_BATCH]
-            vectors = []
-            for offset in range(0, len(chunk), _EMBED_BATCH):
-                batch = chunk[offset : offset + _EMBED_BATCH]
-                vectors.append(self.embedder.embed([_embedding_text(p) for p in batch]))
-                if progress:
-                    progress(start + offset + len(batch), total)
             collection.add(
                 ids=[p.id for p in chunk],
-                embeddings=np.concatenate(vectors),
+                embeddings=vectors[start : start + len(chunk)],
                 documents=[p.text for p in chunk],
                 metadatas=[p.metadata() for p in chunk],
             )

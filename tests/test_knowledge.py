@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from surgagent.knowledge.embeddings import Embedder
 from surgagent.knowledge.errors import KnowledgeError, UnknownNameError
@@ -185,6 +186,31 @@ def test_documents_over_the_size_limit_are_refused_before_reading(
         "split it, or raise knowledge.max_document_mb"
     }
     assert store.documents() == []
+
+
+def test_a_long_add_holds_the_writer_lock_only_while_writing(
+    tmp_path: Path, minilm: Embedder
+) -> None:
+    store = small_store(tmp_path / "k", minilm)
+    store.ensure_current()
+    long = tmp_path / "long.md"
+    long.write_text(
+        "".join(f"# Step {i}\n\nClip the cystic duct twice, step {i}.\n\n" for i in range(600))
+    )
+    notes = write_docs(tmp_path / "docs")["txt"]
+    seen: list[tuple[int, int]] = []
+
+    def meanwhile(done: int, total: int) -> None:
+        if not seen:  # while the long file is embedded, another writer gets the lock at once
+            with FileLock(store.root / ".lock", timeout=0):
+                pass
+            assert small_store(store.root, minilm).add_documents([notes]).added
+        seen.append((done, total))
+
+    report = store.add_documents([long], progress=meanwhile)
+    assert report.added == {str(long): 600} and seen[-1] == (600, 600) and len(seen) > 1
+    assert {d.name for d in store.documents()} == {"long.md", "notes.txt"}  # neither lost
+    assert store.count() == 3 + 600 + 1 and store.manifest().generation == 3  # type: ignore[union-attr]
 
 
 def test_unreadable_manifest_is_a_clear_error_and_rebuild_repairs_it(
