@@ -277,6 +277,46 @@ def test_async_invoke_and_stream_match_sync() -> None:
         assert calls(reply) == calls(sync)
 
 
+@pytest.mark.parametrize("inline", [None, True, False], ids=["unknown", "inline", "fielded"])
+def test_reading_a_long_stream_costs_the_same_per_chunk(inline: bool | None) -> None:
+    """Twice the chunks take about twice the time: nothing rescans or copies what came before.
+
+    Long inline thinking with the server's habit unknown is the case that once grew
+    quadratically (all content held and searched again for ``</think>`` on every chunk).
+    """
+    from openai.types.chat import ChatCompletionChunk
+
+    from surgagent.agent.backends.openai import _ChunkReader
+
+    def chunk(text: str, finish: str | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk.model_validate(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": MODEL,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+            }
+        )
+
+    piece = chunk("The hook is above the cystic duct; " * 2)  # one chunk: 70 characters
+
+    def read_seconds(count: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            reader = _ChunkReader(thinking=True, inline=inline, tools=None)
+            start = time.perf_counter()
+            texts = [str(message.content) for _ in range(count) for message in reader.read(piece)]
+            end = reader.read(chunk("</think>The duct is clipped.", finish="stop")) + reader.end()
+            text = "".join(texts + [str(message.content) for message in end])
+            best = min(best, time.perf_counter() - start)
+        assert text.endswith("The duct is clipped.")
+        return best
+
+    small, large = read_seconds(5_000), read_seconds(20_000)  # 0.35 MB and 1.4 MB of text
+    assert large / small < 6, f"4x the chunks took {large / small:.1f}x the time"
+
+
 def test_stream_broken_midway_raises() -> None:
     with ScriptedOpenAIServer([ScriptedReply(content="x" * 80, break_after=4)]) as server:
         with pytest.raises(BackendError, match="broke off its reply after"):

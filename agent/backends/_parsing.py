@@ -319,57 +319,73 @@ class StreamSplitter:
     ) -> None:
         self.thinking = thinking
         self.tools = tools
-        self.text = ""
+        # Pieces are kept in lists and joined once: growing one string by each delta would
+        # copy the whole reply again for every token (quadratic in a long reply).
+        self._pieces: list[str] = []
         self._mode: Literal["start", "reasoning", "content", "held"] = (
             "reasoning" if thinking else "start"
         )
-        self._pos = 0  # how much of self.text has been classified
-        self._emitted = {"reasoning": "", "content": ""}
+        self._rest = ""  # text received but not yet classified (a few characters at most)
+        self._emitted: dict[str, list[str]] = {"reasoning": [], "content": []}
         self._pending_space = {"reasoning": "", "content": ""}
+
+    @property
+    def text(self) -> str:
+        """The whole completion received so far."""
+        if len(self._pieces) > 1:
+            self._pieces[:] = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     def feed(self, delta: str) -> list[StreamEvent]:
         """Take the next piece of text; return the deltas that are now certain."""
-        self.text += delta
+        self._pieces.append(delta)
         events: list[StreamEvent] = []
+        if self._mode == "held":  # a tool call is being written: only `finish` reads it
+            return events
+        self._rest += delta
         while True:
-            before = (self._mode, self._pos)
+            before = (self._mode, len(self._rest))
             self._step(events)
-            if (self._mode, self._pos) == before:
+            if (self._mode, len(self._rest)) == before:
                 return events
 
+    def _take(self, size: int) -> None:
+        """Mark the first ``size`` characters of the unclassified text as classified."""
+        self._rest = self._rest[size:]
+
     def _step(self, events: list[StreamEvent]) -> None:
-        rest = self.text[self._pos :]
+        rest = self._rest
         if self._mode == "start":
             lead = rest.lstrip()
             if lead.startswith(THINK_OPEN):
                 self._mode = "reasoning"
-                self._pos += len(rest) - len(lead) + len(THINK_OPEN)
+                self._take(len(rest) - len(lead) + len(THINK_OPEN))
             elif lead and not THINK_OPEN.startswith(lead):
                 self._mode = "content"
         elif self._mode == "reasoning":
             opened, end = rest.find(THINK_OPEN), rest.find(THINK_CLOSE)
             if opened != -1 and (end == -1 or opened < end):  # a repeated opening tag
                 self._emit("reasoning", rest[:opened], events)
-                self._pos += opened + len(THINK_OPEN)
+                self._take(opened + len(THINK_OPEN))
                 return
             if end != -1:
                 self._emit("reasoning", rest[:end], events)
                 self._mode = "content"
-                self._pos += end + len(THINK_CLOSE)
+                self._take(end + len(THINK_CLOSE))
                 return
             keep = _partial_suffix(rest, (THINK_CLOSE, THINK_OPEN))
             self._emit("reasoning", rest[: len(rest) - keep], events)
-            self._pos += len(rest) - keep
+            self._take(len(rest) - keep)
         elif self._mode == "content":
             starts = [i for i in (rest.find(CALL_OPEN), rest.find(_FUNCTION_OPEN)) if i != -1]
             if starts:
                 self._emit("content", rest[: min(starts)], events)
                 self._mode = "held"
-                self._pos += min(starts)
+                self._rest = ""
                 return
             keep = _partial_suffix(rest, (CALL_OPEN, _FUNCTION_OPEN))
             self._emit("content", rest[: len(rest) - keep], events)
-            self._pos += len(rest) - keep
+            self._take(len(rest) - keep)
 
     def _emit(
         self, kind: Literal["reasoning", "content"], text: str, out: list[StreamEvent]
@@ -380,7 +396,7 @@ class StreamSplitter:
         body = text.rstrip()
         self._pending_space[kind] = text[len(body) :]
         if body:
-            self._emitted[kind] += body
+            self._emitted[kind].append(body)
             out.append((kind, body))
 
     def flush(self) -> list[StreamEvent]:
@@ -394,10 +410,10 @@ class StreamSplitter:
         events: list[StreamEvent] = []
         reasoning = str(reply.additional_kwargs.get(REASONING_KEY, ""))
         for kind, full in (("reasoning", reasoning), ("content", str(reply.content))):
-            sent = self._emitted[kind]
+            sent = "".join(self._emitted[kind])
             if full.startswith(sent) and len(full) > len(sent):
                 events.append((kind, full[len(sent) :]))  # type: ignore[arg-type]
-                self._emitted[kind] = full
+                self._emitted[kind] = [full]
         return events
 
     def finish(self, *, usage: dict[str, Any] | None = None) -> AIMessage:

@@ -54,7 +54,7 @@ from surgagent.agent.backends._parsing import (
 )
 from surgagent.agent.backends.base import ChatBackend
 from surgagent.agent.reach import SERVE_HINT, check_endpoint, error_reason
-from surgagent.tools.answers import split_thinking
+from surgagent.tools.answers import THINK_CLOSE, split_thinking
 from surgagent.tools.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
@@ -225,8 +225,9 @@ class _ChunkReader:
         self.splitter: StreamSplitter | None = None
         if not thinking or inline is not None:
             self.splitter = StreamSplitter(bool(thinking and inline), tools=tools)
-        self.held = ""
-        self.text = ""  # all content received, to learn how the server sends thinking
+        self.held: list[str] = []  # content held until it is known how to split it
+        self.closed_think = False  # a "</think>" came in the content: thinking is inline
+        self._tail = ""  # the last characters of content, for a tag split across chunks
         self.fielded = False  # a reasoning delta was seen
         self.structured_calls = False
         self.calls: dict[int, dict[str, Any]] = {}  # structured tool calls by index
@@ -236,7 +237,7 @@ class _ChunkReader:
 
     def _split(self, thinking: bool) -> list[AIMessageChunk]:
         self.splitter = StreamSplitter(thinking, tools=self.tools)
-        held, self.held = self.held, ""
+        held, self.held = "".join(self.held), []
         return self._events(self.splitter.feed(held))
 
     @staticmethod
@@ -249,11 +250,16 @@ class _ChunkReader:
         ]
 
     def _content(self, text: str) -> list[AIMessageChunk]:
-        self.text += text
+        # Only the new text and a tag's length before it are searched: rescanning all the
+        # content for every chunk would make a long reply quadratic.
+        keep = len(THINK_CLOSE) - 1
+        if not self.closed_think:
+            self.closed_think = THINK_CLOSE in self._tail + text[:keep] or THINK_CLOSE in text
+        self._tail = (self._tail + text[-keep:])[-keep:]
         if self.splitter is not None:
             return self._events(self.splitter.feed(text))
-        self.held += text
-        return self._split(thinking=True) if "</think>" in self.held else []
+        self.held.append(text)
+        return self._split(thinking=True) if self.closed_think else []
 
     def read(self, chunk: Any) -> list[AIMessageChunk]:
         """The message chunks one streamed chunk carries."""
@@ -549,12 +555,16 @@ class OpenAIChat(ChatBackend):
         )
 
     def _observe(
-        self, thinking: bool, fielded: bool, content: str, finish_reason: str | None
+        self, thinking: bool, fielded: bool, closed_think: bool, finish_reason: str | None
     ) -> None:
-        """Learn from a reply whether the server leaves thinking inline in the content."""
+        """Learn from a reply whether the server leaves thinking inline in the content.
+
+        ``fielded``: reasoning came in a field of its own; ``closed_think``: the content held a
+        ``</think>``.
+        """
         if fielded:
             self._inline = False
-        elif "</think>" in content:
+        elif closed_think:
             self._inline = True
         elif thinking and finish_reason in ("stop", "tool_calls") and self._inline is None:
             # Asked to think, finished, and no thinking in a field nor inline: nothing to split.
@@ -606,7 +616,8 @@ class OpenAIChat(ChatBackend):
         fielded = bool(
             _field(choice.message, "reasoning") or _field(choice.message, "reasoning_content")
         )
-        self._observe(thinking, fielded, choice.message.content or "", choice.finish_reason)
+        closed = THINK_CLOSE in (choice.message.content or "")
+        self._observe(thinking, fielded, closed, choice.finish_reason)
         message = _to_message(completion, tools, opened=thinking and self._inline is True)
         return ChatResult(
             generations=[ChatGeneration(message=message)],
@@ -651,7 +662,7 @@ class OpenAIChat(ChatBackend):
             chunks.close()
         if reader.finish_reason is None:
             raise self._broken(reader, None)
-        self._observe(thinking, reader.fielded, reader.text, reader.finish_reason)
+        self._observe(thinking, reader.fielded, reader.closed_think, reader.finish_reason)
         for message in reader.end():
             yield self._emit(message, run_manager)
 
@@ -695,7 +706,7 @@ class OpenAIChat(ChatBackend):
             await stream.close()
         if reader.finish_reason is None:
             raise self._broken(reader, None)
-        self._observe(thinking, reader.fielded, reader.text, reader.finish_reason)
+        self._observe(thinking, reader.fielded, reader.closed_think, reader.finish_reason)
         for message in reader.end():
             yield await self._aemit(message, run_manager)
 
