@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import time
@@ -305,6 +306,7 @@ def test_reading_a_long_stream_costs_the_same_per_chunk(inline: bool | None) -> 
         best = float("inf")
         for _ in range(3):
             reader = _ChunkReader(thinking=True, inline=inline, tools=None)
+            gc.collect()
             start = time.perf_counter()
             texts = [str(message.content) for _ in range(count) for message in reader.read(piece)]
             end = reader.read(chunk("</think>The duct is clipped.", finish="stop")) + reader.end()
@@ -314,7 +316,20 @@ def test_reading_a_long_stream_costs_the_same_per_chunk(inline: bool | None) -> 
         return best
 
     small, large = read_seconds(5_000), read_seconds(20_000)  # 0.35 MB and 1.4 MB of text
-    assert large / small < 6, f"4x the chunks took {large / small:.1f}x the time"
+    # Linear is 4x; the quadratic reading this guards against took 16x and more.
+    assert large / small < 8, f"4x the chunks took {large / small:.1f}x the time"
+
+
+def test_one_huge_streamed_chunk_is_read_at_once() -> None:
+    thinking = "The hook is above the cystic duct. " * 240_000  # 8.4 MB in a single delta
+    reply = ScriptedReply(content="Clipped.", reasoning=thinking, reasoning_field=None)
+    with ScriptedOpenAIServer([reply], chunk_chars=10**9) as server:
+        chat = make_chat(server, thinking=True, timeout=60)
+        start = time.perf_counter()
+        merged = streamed(chat)
+        elapsed = time.perf_counter() - start
+    assert merged.content == "Clipped." and reasoning(merged) == thinking.strip()
+    assert elapsed < 15, f"{elapsed:.0f} s for one 8 MB chunk"  # seconds at most, not minutes
 
 
 def test_stream_broken_midway_raises() -> None:
