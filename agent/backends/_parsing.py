@@ -349,6 +349,12 @@ class StreamSplitter:
             if (self._mode, len(self._rest)) == before:
                 return events
 
+    def feed_reasoning(self, delta: str) -> list[StreamEvent]:
+        """Take reasoning that came in a field of its own; trimmed as inline reasoning is."""
+        events: list[StreamEvent] = []
+        self._emit("reasoning", delta, events)
+        return events
+
     def _take(self, size: int) -> None:
         """Mark the first ``size`` characters of the unclassified text as classified."""
         self._rest = self._rest[size:]

@@ -177,6 +177,21 @@ def _structured_calls(raw: Sequence[Any]) -> tuple[list[ToolCall], list[InvalidT
     return calls, invalid
 
 
+def _rejection_hint(said: str) -> str:
+    """What to do about an HTTP 400, from what the server said its cause was."""
+    lowered = said.lower()
+    if "context length" in lowered or "max_model_len" in lowered:
+        return (
+            "the conversation no longer fits the model's context: start a new session, or "
+            "serve the model with a larger --max-model-len"
+        )
+    if "multimodal" in lowered or "image" in lowered:
+        return "the served model takes no images: serve a vision-language model (Qwen3.5, Qwen-VL)"
+    if "tool" in lowered:
+        return "tool calls need vLLM's --enable-auto-tool-choice --tool-call-parser qwen3_coder"
+    return "the server rejected the request: check the server's log"
+
+
 def _to_message(
     completion: Any, tools: Sequence[dict[str, Any]] | None, *, opened: bool
 ) -> AIMessage:
@@ -192,7 +207,9 @@ def _to_message(
     if reasoning is None:
         # A server without a reasoning parser leaves the thinking inline.
         reasoning, content = split_thinking(content, thinking=opened)
-    content = content.strip()
+    # vLLM's reasoning field keeps the newline before "</think>"; inline thinking is trimmed,
+    # so the field is too: one reply reads the same from any server, whole or streamed.
+    reasoning, content = (reasoning or "").strip(), content.strip()
     if message.tool_calls:
         calls, invalid = _structured_calls(message.tool_calls)
     else:
@@ -211,8 +228,9 @@ def _to_message(
 class _ChunkReader:
     """Turns streamed ``chat.completion.chunk`` objects into LangChain message chunks.
 
-    Reasoning deltas pass straight through. Content goes through a `StreamSplitter`, which
-    strips inline ``<think>`` blocks and holds ``<tool_call>`` text back. With thinking on and
+    Reasoning deltas pass through, trimmed at both ends of the whole as inline thinking is.
+    Content goes through a `StreamSplitter`, which strips inline ``<think>`` blocks and holds
+    ``<tool_call>`` text back. With thinking on and
     a server not yet known to leave thinking inline or not (``inline`` None), content is held
     until a reasoning delta or ``</think>`` tells (or the stream ends), so an answer is never
     streamed as thinking nor thinking as an answer.
@@ -272,7 +290,8 @@ class _ChunkReader:
                 self.fielded = True
                 if self.splitter is None:
                     out += self._split(thinking=False)
-                out.append(AIMessageChunk(content="", additional_kwargs={REASONING_KEY: reasoning}))
+                assert self.splitter is not None
+                out += self._events(self.splitter.feed_reasoning(reasoning))
             if delta.content:
                 out += self._content(delta.content)
             for call in delta.tool_calls or []:
@@ -469,8 +488,7 @@ class OpenAIChat(ChatBackend):
             body = exc.body if isinstance(exc.body, dict) else {}
             said = str(body.get("message") or exc.message)[:300]
             hint = {
-                400: "the server rejected the request (tool calls need vLLM's "
-                "--enable-auto-tool-choice --tool-call-parser qwen3_coder)",
+                400: _rejection_hint(said),
                 401: f"set {self._env('api_key')}",
                 403: f"set {self._env('api_key')}",
                 404: f"check {self._env('model')} and {self._env('base_url')}",

@@ -27,6 +27,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "build_tiny_qwen2_5_vl",
     "build_tiny_qwen3_5",
+    "build_tiny_qwen3_text",
     "chat_template",
 ]
 
@@ -86,14 +87,12 @@ def _token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     return dict(zip(SPECIAL_TOKENS, ids, strict=True))
 
 
-def _is_built(path: Path) -> bool:
-    return all(
-        (path / name).is_file()
-        for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json")
-    )
+def _is_built(path: Path, *, processor: bool = True) -> bool:
+    names = ["config.json", "model.safetensors", "tokenizer.json"]
+    return all((path / name).is_file() for name in names + ["processor_config.json"] * processor)
 
 
-def _save(path: Path, model: Any, processor: Any) -> Path:
+def _save(path: Path, model: Any, processor: Any, *, vision: bool = True) -> Path:
     """Save into a temporary sibling folder, then move it into place (no half checkpoints)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
@@ -104,7 +103,7 @@ def _save(path: Path, model: Any, processor: Any) -> Path:
             path.rmdir()
         os.replace(staging, path)
     except OSError:
-        if not _is_built(path):
+        if not _is_built(path, processor=vision):
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -264,3 +263,48 @@ def build_tiny_qwen2_5_vl(path: Path) -> Path:
         chat_template=chat_template("qwen2_5_vl"),
     )
     return _save(path, model, processor)
+
+
+def build_tiny_qwen3_text(path: Path) -> Path:
+    """Build a tiny random text-only Qwen3 checkpoint (``Qwen3ForCausalLM``) for vLLM on CPU.
+
+    Vision-language architectures cannot be served by vLLM on these machines (their
+    processors need a torchvision build the registry does not have), so the real-vLLM tests
+    serve this one: the same byte-level vocabulary, with ``<think>``, ``</think>``,
+    ``<tool_call>`` and ``</tool_call>`` as single plain tokens (vLLM's streaming reasoning
+    and tool parsers look for their ids) and the Qwen3.5 chat template.
+
+    Args:
+        path: Folder to create; left as it is when it already holds a built checkpoint.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    if _is_built(path, processor=False):
+        return path
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+    tokenizer = _tokenizer(Qwen2Tokenizer)
+    tokenizer.chat_template = chat_template("qwen3_5")
+    ids = _token_ids(tokenizer)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=_HIDDEN,
+        intermediate_size=2 * _HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(_SEED)
+        model = _finish_model(Qwen3ForCausalLM(config), ids)
+    return _save(path, model, tokenizer, vision=False)

@@ -1,0 +1,190 @@
+"""The `openai` backend and the agent against a real vLLM server (`tests/fixtures/real_vllm.py`).
+
+Every reply below is written by vLLM itself: its chat template rendering, reasoning parser
+(``qwen3``), tool parser (``qwen3_coder``), streaming and error bodies. Only the text the
+model writes is scripted, by constrained decoding. Where no vLLM venv is set up
+(``SURGAGENT_VLLM_PYTHON``) these tests skip; with ``SURGAGENT_REQUIRE_VLLM=1`` (CI) they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.tools import tool
+
+from surgagent.agent.backends._messages import REASONING_KEY
+from surgagent.agent.backends.openai import OpenAIChat
+from surgagent.agent.settings import ModelSettings
+from surgagent.agent.testing.tiny_qwen import build_tiny_qwen3_text
+from surgagent.tools.errors import BackendError
+from tests.fixtures.cli import run_cli
+from tests.fixtures.real_vllm import RealVLLM, ScriptedVLLM, qwen_reply, vllm_python
+
+pytestmark = pytest.mark.real_vllm
+
+QUESTION = [SystemMessage("You review surgical videos."), HumanMessage("Which phase is this?")]
+SAMPLE = "examples/sample_case/sample_lapchole.mp4"
+CONTEXT = 16384
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealVLLM]:
+    python = vllm_python()
+    if python is None:
+        reason = "no vLLM venv: run with SURGAGENT_VLLM_PYTHON=$(bash .ci/vllm-venv)"
+        if os.environ.get("SURGAGENT_REQUIRE_VLLM"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("real-vllm")
+    model = build_tiny_qwen3_text(folder / "tiny-qwen3")
+    # The byte-level vocabulary spends about four tokens where Qwen's spends one: the agent's
+    # system prompt and tool schemas alone take ~5k.
+    server = RealVLLM(python, model, log=folder / "vllm.log", max_model_len=CONTEXT).start()
+    yield server
+    server.close()
+
+
+@tool
+def get_frame(time: str, side: int = 448) -> str:
+    """Look at the frame at ``time`` (mm:ss), resized to ``side`` pixels."""
+    return f"frame at {time}"
+
+
+@tool
+def find_phase(name: str, before: list[str] | None = None) -> str:
+    """Find when the phase ``name`` happens, optionally only before the given times."""
+    return name
+
+
+def chat_on(proxy: ScriptedVLLM, **overrides: Any) -> OpenAIChat:
+    fields: dict[str, Any] = {
+        "backend": "openai",
+        "model": proxy.model,
+        "base_url": proxy.base_url,
+        "max_retries": 0,
+        "timeout": 120,
+    }
+    fields.update(overrides)
+    return OpenAIChat(settings=ModelSettings(**fields), retry_backoff=0.01)
+
+
+def reply_of(chat: Any, stream: bool, messages: list[Any] = QUESTION) -> AIMessage:
+    if not stream:
+        result = chat.invoke(messages)
+        assert isinstance(result, AIMessage)
+        return result
+    merged: AIMessageChunk | None = None
+    for chunk in chat.stream(messages):
+        merged = chunk if merged is None else merged + chunk
+    assert merged is not None
+    return merged
+
+
+def reasoning(message: AIMessage) -> str | None:
+    return message.additional_kwargs.get(REASONING_KEY)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_answer_with_thinking(vllm: RealVLLM, stream: bool) -> None:
+    text = qwen_reply("The gallbladder is out of the abdomen.", thinking="The bag is visible.")
+    with ScriptedVLLM(vllm, [text]) as proxy:
+        reply = reply_of(chat_on(proxy, thinking=True), stream)
+        sent = proxy.requests[0]
+    assert reply.content == "The gallbladder is out of the abdomen."
+    assert reasoning(reply) == "The bag is visible."
+    assert reply.response_metadata["finish_reason"] == "stop"
+    assert sent["chat_template_kwargs"]["enable_thinking"] is True
+    assert reply.usage_metadata and reply.usage_metadata["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_answer_with_thinking_off(vllm: RealVLLM, stream: bool) -> None:
+    with ScriptedVLLM(vllm, [qwen_reply("Clipping and cutting.")]) as proxy:
+        reply = reply_of(chat_on(proxy, thinking=False), stream)
+        sent = proxy.requests[0]
+    assert sent["chat_template_kwargs"]["enable_thinking"] is False
+    assert reply.content == "Clipping and cutting."
+    assert not reasoning(reply)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_parallel_tool_calls_come_back_typed(vllm: RealVLLM, stream: bool) -> None:
+    text = qwen_reply(
+        thinking="Two moments to check.",
+        calls=[
+            ("get_frame", {"time": "00:05", "side": 224}),
+            ("find_phase", {"name": "ClippingCutting", "before": ["01:00"]}),
+        ],
+    )
+    with ScriptedVLLM(vllm, [text]) as proxy:
+        chat = chat_on(proxy).bind_tools([get_frame, find_phase])
+        reply = reply_of(chat, stream)
+        sent = proxy.requests[0]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_frame", "find_phase"]
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [
+        ("get_frame", {"time": "00:05", "side": 224}),  # an int, by the tool's schema
+        ("find_phase", {"name": "ClippingCutting", "before": ["01:00"]}),
+    ]
+    assert len({c["id"] for c in reply.tool_calls}) == 2
+    assert reasoning(reply) == "Two moments to check."
+    assert reply.content == ""
+
+
+def test_a_prompt_beyond_the_context_is_one_sentence_and_not_retried(vllm: RealVLLM) -> None:
+    too_long = [HumanMessage("Describe the dissection. " * 700)]  # ~17.5k byte tokens
+    with ScriptedVLLM(vllm, [qwen_reply("x")] * 3) as proxy:
+        chat = chat_on(proxy, max_retries=2)
+        with pytest.raises(BackendError) as caught:
+            chat.invoke(too_long)
+        tries = len(proxy.requests)
+    message = str(caught.value)
+    assert "HTTP 400" in message and f"maximum context length is {CONTEXT} tokens" in message
+    assert "no longer fits the model's context" in message  # the real cause, not tool flags
+    assert "\n" not in message
+    assert tries == 1  # a 400 is final
+
+
+def test_ask_runs_a_tool_loop_against_vllm(vllm: RealVLLM, tmp_path: Path) -> None:
+    """The whole agent through `surgagent ask`: a guideline search, then a cited answer."""
+    found: list[str] = []
+
+    def script(body: dict[str, Any]) -> str:
+        results = [m for m in body["messages"] if m["role"] == "tool"]
+        if not results:
+            return qwen_reply(
+                thinking="Check the guideline first.",
+                calls=[("search_guidelines", {"query": "critical view of safety"})],
+            )
+        quoted = json.dumps(results[-1]["content"])  # a string or content parts
+        ids = re.findall(r'id=\\"([\w.\-]+)\\"', quoted)
+        found.extend(ids)
+        cite = f" [{ids[0]}]" if ids else ""
+        return qwen_reply(
+            f"Two structures must be seen entering the gallbladder{cite}.", thinking="Cite it."
+        )
+
+    with ScriptedVLLM(vllm, script) as proxy:
+        env = {
+            "SURGAGENT_PLANNER__BACKEND": "openai",
+            "SURGAGENT_PLANNER__BASE_URL": proxy.base_url,
+            "SURGAGENT_PLANNER__MODEL": proxy.model,
+            "SURGAGENT_PERCEPTION__ENABLED": "false",
+        }
+        done = run_cli(
+            "ask", SAMPLE, "What must be seen before clipping?", "--json", env=env, timeout=300
+        )
+        requests = proxy.requests
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "answered", result
+    assert "Two structures must be seen" in result["answer"]
+    assert found, "the tool result reached the planner with passage ids"
+    assert len(requests) == 2
+    assert requests[1]["messages"][-1]["role"] == "tool"
