@@ -90,29 +90,25 @@ def _image_part(path: str, max_side: int) -> dict[str, Any]:
 
 
 def _with_images(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMessage]:
-    """Show the current turn's tool images to the planner, after each block of tool results.
+    """Show the current turn's tool images to the planner, inside the tool results themselves.
 
+    Qwen3.5's template renders image parts of a tool message within its ``<tool_response>``;
+    a user message added after the results would instead become the template's last real
+    query, and the model would lose the thinking of its earlier steps in this tool loop.
     Images are loaded here, not stored in state, so checkpoints stay small.
     """
     if not ctx.planner_sees_images:
         return list(messages)
     turn_start = len(messages) - len(current_turn(messages))
     out: list[BaseMessage] = []
-    tools: set[str] = set()
-    paths: list[str] = []
     for index, message in enumerate(messages):
-        out.append(message)
-        if index >= turn_start and isinstance(message, ToolMessage):
-            new_paths = ToolRecord.of(message).images
-            paths += new_paths
-            tools |= {message.name or "tool"} if new_paths else set()
-        next_is_tool = index + 1 < len(messages) and isinstance(messages[index + 1], ToolMessage)
-        if paths and not next_is_tool:
-            header = {"type": "text", "text": f"Images returned by {', '.join(sorted(tools))}:"}
-            parts: list[str | dict[Any, Any]] = [header]
-            parts += [_image_part(path, ctx.max_image_side) for path in paths]
-            out.append(HumanMessage(content=parts))
-            tools, paths = set(), []
+        paths = ToolRecord.of(message).images if isinstance(message, ToolMessage) else []
+        if index < turn_start or not paths:
+            out.append(message)
+            continue
+        parts: list[str | dict[Any, Any]] = [{"type": "text", "text": message.text}]
+        parts += [_image_part(path, ctx.max_image_side) for path in paths]
+        out.append(message.model_copy(update={"content": parts}))
     return out
 
 

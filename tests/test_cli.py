@@ -154,10 +154,12 @@ def test_a_damaged_span_goes_back_to_the_planner(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "At [00:02] the field is clear" in done.stdout
     tool_replies = [
-        str(m["content"]) for q in server.requests for m in q["messages"] if m["role"] == "tool"
+        m["content"] for q in server.requests for m in q["messages"] if m["role"] == "tool"
     ]
     assert "damaged.mp4 is damaged between 00:" in tool_replies[0]
-    assert tool_replies[-1].startswith("Showing 1 frame at 00:02")
+    shown = tool_replies[-1]  # the frame travels inside the tool result
+    assert shown[0]["text"].startswith("Showing 1 frame at 00:02")
+    assert shown[1]["type"] == "image_url"
 
 
 def test_config_show_and_doctor_json(tmp_path: Path) -> None:

@@ -137,6 +137,40 @@ def test_string_parameters_stay_strings_when_the_schema_says_so() -> None:
     assert untyped["args"]["query"] == 2017
 
 
+def test_python_literals_the_template_taught_are_read_as_values() -> None:
+    """Qwen3.5 renders past scalar arguments with Jinja's ``string``: True, None, ['a']."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "look_at_frames",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "times": {"type": "array", "items": {"type": "string"}},
+                        "detailed": {"type": "boolean"},
+                        "until": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+                        "note": {"type": "string"},
+                    },
+                },
+            },
+        }
+    ]
+    text = xml_call(
+        "look_at_frames", times="['00:05', '00:10']", detailed="True", until="None", note="True"
+    )
+    [call] = parse_tool_calls(text, tools=tools).tool_calls
+    assert call["args"] == {
+        "times": ["00:05", "00:10"],
+        "detailed": True,
+        "until": None,
+        "note": "True",  # a string parameter keeps what was written
+    }
+    # Python that is not a plain value stays the text it was (the tool then rejects it).
+    [odd] = parse_tool_calls(xml_call("look_at_frames", until="{1, 2}")).tool_calls
+    assert odd["args"] == {"until": "{1, 2}"}
+
+
 def test_bare_function_block_without_wrapper_is_a_call() -> None:
     text = "Checking.\n<function=get_frame>\n<parameter=time>\n00:07\n</parameter>\n</function>"
     parsed = parse_tool_calls(text)

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.tools import tool
 
 from surgagent.agent.backends._messages import REASONING_KEY
@@ -188,3 +194,46 @@ def test_ask_runs_a_tool_loop_against_vllm(vllm: RealVLLM, tmp_path: Path) -> No
     assert found, "the tool result reached the planner with passage ids"
     assert len(requests) == 2
     assert requests[1]["messages"][-1]["role"] == "tool"
+
+
+@tool
+def look(times: list[str], detailed: bool = False, until: float | None = None) -> str:
+    """Look at frames at ``times``; ``detailed`` for a closer look, ``until`` a time limit."""
+    return ",".join(times)
+
+
+def test_python_literals_in_parameters_come_back_typed(vllm: RealVLLM) -> None:
+    """The template shows past scalars as Python (True, None); vLLM reads them by the schema."""
+    text = qwen_reply(
+        thinking="Closer.",
+        calls=[("look", {"times": '["00:05"]', "detailed": "True", "until": "None"})],
+    )
+    with ScriptedVLLM(vllm, [text, text]) as proxy:
+        chat = chat_on(proxy).bind_tools([look])
+        whole, streamed = reply_of(chat, False), reply_of(chat, True)
+    for reply in (whole, streamed):
+        assert [c["args"] for c in reply.tool_calls] == [
+            {"times": ["00:05"], "detailed": True, "until": None}
+        ]
+
+
+def test_images_inside_a_tool_result_are_read_by_vllm(vllm: RealVLLM) -> None:
+    """vLLM parses image parts on a tool message: this text-only model refuses them by name."""
+    from PIL import Image
+
+    from surgagent.tools.vision import image_parts
+
+    frame = image_parts([Image.new("RGB", (64, 64), (200, 30, 30))], 64)
+    loop = [
+        *QUESTION,
+        AIMessage("", tool_calls=[{"name": "look", "args": {"times": ["00:05"]}, "id": "c1"}]),
+        ToolMessage([{"type": "text", "text": "Showing 1 frame."}, *frame], tool_call_id="c1"),
+    ]
+    text_only = [*loop[:-1], ToolMessage("Showing 1 frame.", tool_call_id="c1")]
+    with ScriptedVLLM(vllm, [qwen_reply("Seen.", thinking="ok")] * 2) as proxy:
+        chat = chat_on(proxy).bind_tools([look])
+        assert reply_of(chat, False, text_only).content == "Seen."  # the past call renders
+        with pytest.raises(BackendError) as caught:
+            chat.invoke(loop)
+    assert "HTTP 400" in str(caught.value) and "multimodal" in str(caught.value)
+    assert "takes no images" in str(caught.value)

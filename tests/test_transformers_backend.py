@@ -217,6 +217,48 @@ def test_invoke_returns_a_parsed_reply_with_usage(qwen35: Path) -> None:
     assert 1 <= usage["output_tokens"] <= 12
 
 
+def last_real_query(messages: list[dict[str, Any]]) -> int:
+    """Index of the message Qwen3.5's own template takes as the question (ENVIRONMENT.md):
+    walking back, the last user message whose text is not wholly a <tool_response> block."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        content = message["content"]
+        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+        text = text.strip()
+        wrapped = text.startswith("<tool_response>") and text.endswith("</tool_response>")
+        if message["role"] == "user" and not wrapped:
+            return index
+    raise AssertionError("no real user query")
+
+
+def test_frames_in_tool_results_keep_the_loops_thinking(qwen35: Path) -> None:
+    """Frames a tool returns travel in its result: the loop's earlier thinking stays visible."""
+    from surgagent.agent.backends._messages import to_openai_messages
+
+    loop = tool_loop()
+    frame = image_parts([image((30, 200, 30))], 896)
+    loop[-1] = ToolMessage(
+        [{"type": "text", "text": "frame 01:20: cystic plate exposed"}, *frame],
+        tool_call_id="call_2",
+        name="get_frame",
+    )
+    sent = to_openai_messages(loop, args_as_dict=True)
+    assert sent[-1]["role"] == "tool" and sent[-1]["content"][1]["type"] == "image_url"
+    # By the genuine template's rule the question is still the real query, so the assistant
+    # turn after it (the one that called the tool) keeps its thinking.
+    assert last_real_query(sent) == 1
+    chat = backend(qwen35)
+    prompt, images = chat.render(loop, tools=[GET_FRAME])
+    assert len(images) == 1
+    response = prompt[prompt.rindex("<tool_response>") : prompt.rindex("</tool_response>")]
+    assert "cystic plate exposed" in response and "<|image_pad|>" in response
+    assert "I should inspect the hepatocystic triangle." in prompt
+    # The processor expands the frame into visual tokens: more input than the text alone.
+    with_frame = chat.bind_tools([GET_FRAME]).invoke(loop).usage_metadata
+    text_only = chat.bind_tools([GET_FRAME]).invoke(tool_loop()).usage_metadata
+    assert with_frame and text_only and with_frame["input_tokens"] > text_only["input_tokens"]
+
+
 def test_images_reach_the_model_as_visual_tokens(qwen35: Path) -> None:
     chat = backend(qwen35)
     frames = [image((200, 30, 30)), image((30, 200, 30), size=(96, 64))]

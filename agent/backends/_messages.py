@@ -63,7 +63,8 @@ def to_openai_messages(
     """Render messages as OpenAI chat dicts.
 
     Args:
-        messages: LangChain messages; image parts stay as ``image_url`` parts.
+        messages: LangChain messages; image parts (of user and tool messages) stay as
+            ``image_url`` parts.
         args_as_dict: Tool-call arguments as dicts (chat templates) instead of JSON strings.
         reasoning_key: Field that carries earlier thinking back to the model.
 
@@ -82,12 +83,16 @@ def to_openai_messages(
         elif isinstance(message, AIMessage):
             out.append(_assistant(message, args_as_dict, reasoning_key))
         elif isinstance(message, ToolMessage):
+            # Images a tool returned travel inside its result (Qwen3.5 renders them there).
+            shows = not isinstance(message.content, str) and any(
+                isinstance(part, dict) and part.get("type") != "text" for part in message.content
+            )
             out.append(
                 {
                     "role": "tool",
                     "tool_call_id": message.tool_call_id,
                     "name": message.name or "",
-                    "content": message_text(message),
+                    "content": message.content if shows else message_text(message),
                 }
             )
         else:

@@ -11,6 +11,7 @@ in-process vLLM) use these parsers; `StreamSplitter` does the same job increment
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import secrets
@@ -67,20 +68,44 @@ def new_call_id() -> str:
     return f"call_{secrets.token_hex(4)}"
 
 
-def _string_params(tools: Sequence[dict[str, Any]] | None) -> dict[str, set[str]]:
-    """Map each tool name to the parameters whose schema only allows strings."""
-    found: dict[str, set[str]] = {}
+def _param_types(tools: Sequence[dict[str, Any]] | None) -> dict[str, dict[str, set[str]]]:
+    """Map each tool name to its parameters' JSON types (empty where the schema names none)."""
+    found: dict[str, dict[str, set[str]]] = {}
     for tool in tools or []:
         function = tool.get("function", tool)
         properties = (function.get("parameters") or {}).get("properties") or {}
-        names = set()
+        params = {}
         for param, schema in properties.items():
             types = {schema.get("type")} | {s.get("type") for s in schema.get("anyOf", [])}
-            types.discard(None)
-            if types == {"string"}:
-                names.add(param)
-        found[str(function.get("name", ""))] = names
+            params[param] = {str(t) for t in types if t}
+        found[str(function.get("name", ""))] = params
     return found
+
+
+def _string_params(tools: Sequence[dict[str, Any]] | None) -> dict[str, set[str]]:
+    """Map each tool name to the parameters whose schema only allows strings."""
+    return {
+        name: {param for param, types in params.items() if types == {"string"}}
+        for name, params in _param_types(tools).items()
+    }
+
+
+def read_literals(
+    name: str, args: dict[str, Any], tools: Sequence[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """``args`` with strings read as values where the parameter's schema allows no string.
+
+    A server's tool parser converts values by the schema, but not every form the model may
+    write: vLLM's leaves ``None`` a string for a nullable number. Read as `parse_tool_calls`
+    reads XML values (JSON, then Python's ``True``/``False``/``None`` and literals).
+    """
+    params = _param_types(tools).get(name, {})
+    return {
+        key: _param_value(value, as_string=False)
+        if isinstance(value, str) and params.get(key) and "string" not in params[key]
+        else value
+        for key, value in args.items()
+    }
 
 
 def _param_value(raw: str, as_string: bool) -> Any:
@@ -91,7 +116,24 @@ def _param_value(raw: str, as_string: bool) -> Any:
     try:
         return json.loads(value)
     except ValueError:
+        pass
+    # Qwen3.5's template renders past scalar arguments with Jinja's `string` filter, so the
+    # model sees (and writes) Python's True, False and None; read them as what they mean.
+    try:
+        literal = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return value
+    return literal if _is_json_like(literal) else value
+
+
+def _is_json_like(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list):
+        return all(_is_json_like(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_like(v) for k, v in value.items())
+    return False
 
 
 def _invalid(name: str | None, raw: str, error: str) -> InvalidToolCall:

@@ -51,6 +51,7 @@ from surgagent.agent.backends._parsing import (
     StreamSplitter,
     new_call_id,
     parse_tool_calls,
+    read_literals,
 )
 from surgagent.agent.backends.base import ChatBackend
 from surgagent.agent.reach import SERVE_HINT, check_endpoint, error_reason
@@ -155,7 +156,9 @@ def _usage(usage: Any) -> UsageMetadata | None:
     return UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=total)
 
 
-def _structured_calls(raw: Sequence[Any]) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+def _structured_calls(
+    raw: Sequence[Any], tools: Sequence[dict[str, Any]] | None
+) -> tuple[list[ToolCall], list[InvalidToolCall]]:
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
     for call in raw:
@@ -173,7 +176,7 @@ def _structured_calls(raw: Sequence[Any]) -> tuple[list[ToolCall], list[InvalidT
             error = f"the call to {name!r} needs a function name and a JSON object of arguments"
             invalid.append(invalid_tool_call(name=name, args=arguments, id=call_id, error=error))
         else:
-            calls.append(tool_call(name=name, args=args, id=call_id))
+            calls.append(tool_call(name=name, args=read_literals(name, args, tools), id=call_id))
     return calls, invalid
 
 
@@ -211,7 +214,7 @@ def _to_message(
     # so the field is too: one reply reads the same from any server, whole or streamed.
     reasoning, content = (reasoning or "").strip(), content.strip()
     if message.tool_calls:
-        calls, invalid = _structured_calls(message.tool_calls)
+        calls, invalid = _structured_calls(message.tool_calls, tools)
     else:
         # A server without a tool parser leaves the calls as <tool_call> text.
         content, calls, invalid = parse_tool_calls(content, tools=tools)
@@ -326,16 +329,16 @@ class _ChunkReader:
         for index, call in sorted(self.calls.items()):
             arguments = "".join(call["args"])
             try:
-                whole = isinstance(json.loads(arguments), dict) if arguments.strip() else True
+                args = json.loads(arguments) if arguments.strip() else {}
             except ValueError:
-                whole = False
+                args = None
+            if isinstance(args, dict):
+                args = read_literals(call["name"] or "", args, self.tools)
+                arguments = json.dumps(args, ensure_ascii=False) if args else arguments
+            else:
+                arguments = json.dumps(arguments)
             pieces.append(
-                tool_call_chunk(
-                    name=call["name"],
-                    args=arguments if whole else json.dumps(arguments),
-                    id=call["id"],
-                    index=index,
-                )
+                tool_call_chunk(name=call["name"], args=arguments, id=call["id"], index=index)
             )
         return pieces
 
