@@ -314,6 +314,34 @@ def test_chat_survives_a_failed_turn() -> None:
     assert "you> first?\n(no answer)\nyou> second?\nThe grasper" in done.stdout
 
 
+def test_a_hung_planner_ends_within_its_tries_with_one_sentence() -> None:
+    asked: list[float] = []
+
+    def hang(request: dict[str, object]) -> ScriptedReply:
+        asked.append(time.monotonic())
+        return ScriptedReply(hang=True)
+
+    with ScriptedOpenAIServer(hang) as server:
+        env = {
+            **openai_env(server),
+            "SURGAGENT_PLANNER__TIMEOUT": "5",
+            "SURGAGENT_PLANNER__MAX_RETRIES": "2",
+            "SURGAGENT_KNOWLEDGE__ENABLED": "false",
+        }
+        done = run_cli("ask", "examples/sample_case/sample_lapchole.mp4", "Which tools?", env=env)
+        ended = time.monotonic()
+        tries = len(server.requests)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    # 3 tries of 5 s and the backoff between them, from the first request to the exit.
+    assert ended - asked[0] < 15 + 2, f"{ended - asked[0]:.1f} s"
+    assert tries == 3  # one retry policy: nobody retries on top of the backend's
+    said = " ".join(done.stdout.split())
+    assert "stopped answering: nothing came within 5 s (3 tries)" in said
+    assert "raise" not in said.lower()  # it is the server, not the timeout, that is wrong
+    # While it waits, the user sees each retry as it happens.
+    assert " ".join(done.stderr.split()).count("stopped answering") >= 2
+
+
 def test_timeout_bounds_a_trickling_server() -> None:
     # One SSE keep-alive every 0.2 s never lets a per-read timeout fire.
     script = [ScriptedReply(content="x" * 64, trickle=0.2)]

@@ -463,10 +463,30 @@ def test_hanging_server_times_out() -> None:
     with ScriptedOpenAIServer([ScriptedReply(hang=True)] * 2) as server:
         chat = make_chat(server, timeout=0.5, max_retries=1)
         start = time.perf_counter()
-        with pytest.raises(BackendError, match=r"did not answer within 0\.5 s \(2 tries\)"):
+        with pytest.raises(
+            BackendError, match=r"stopped answering: nothing came within 0\.5 s \(2 tries\)"
+        ):
             chat.invoke(QUESTION)
         assert time.perf_counter() - start < 3.0
         assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_long_wait_is_reported_while_it_lasts(
+    stream: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from surgagent.agent.backends import openai as backend
+
+    monkeypatch.setattr(backend, "NOTICE_AFTER", 0.3)
+    monkeypatch.setattr(backend, "NOTICE_EVERY", 0.4)
+    with ScriptedOpenAIServer([ScriptedReply(hang=True)]) as server:
+        chat = make_chat(server, timeout=1.3, max_retries=0)
+        with pytest.raises(BackendError, match="stopped answering"):
+            streamed(chat) if stream else chat.invoke(QUESTION)
+    waits = [r.getMessage() for r in caplog.records if "without a reply" in r.getMessage()]
+    assert len(waits) == 3  # at 0.3, 0.7 and 1.1 s
+    assert waits[0].startswith(f"waiting for the planner at {server.base_url}: 0 s")
+    assert "gives up at 1.3 s" in waits[-1]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -497,7 +517,7 @@ def test_timeout_is_a_deadline_for_the_whole_request(stream: bool, mode: str) ->
         )
         assert took < 0.8 + 1.0
     else:
-        assert "did not answer within 0.8 s (2 tries)" in message
+        assert "stopped answering: nothing came within 0.8 s (2 tries)" in message
         assert took < 2 * 0.8 + 1.0
 
 

@@ -94,7 +94,9 @@ def test_perception_endpoint_down_ends_the_run_plainly(case_video: Path) -> None
     )
     result = SurgicalAgent(settings, planner, vision=vision).invoke("Q?", case=case_video)
     assert result.status == "error"
-    assert "127.0.0.1:9" in result.answer and "2 tries" in result.answer
+    # The backend's retries are the only ones: the tool layer does not try again on top.
+    assert "127.0.0.1:9" in result.answer and "(1 try)" in result.answer
+    assert "2 tries" not in result.answer
 
 
 def test_without_a_perception_model_the_tool_is_not_offered(case_video: Path) -> None:

@@ -46,7 +46,9 @@ class BackendError(SurgAgentError):
 
     Args:
         message: What failed, in one sentence.
-        retryable: Whether trying again may help (timeouts and 5xx yes, bad requests no).
+        retryable: Whether the caller may try again (a timeout or 5xx the raising layer did
+            not retry itself). False for bad requests, and once the raising layer has spent
+            its own retries: model requests are retried in one place, their backend.
     """
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:

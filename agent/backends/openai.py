@@ -71,7 +71,7 @@ _BACKOFF_CAP = 8.0
 
 
 class _Failure(NamedTuple):
-    what: str  # "did not answer within 120 s"
+    what: str  # "stopped answering: nothing came within 120 s"
     retryable: bool
     hint: str  # what to do next
     wait: float = 0.0  # seconds the server asked us to wait (Retry-After)
@@ -89,8 +89,15 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (openai.APIError, httpx.HTTPError, json.JSONDecodeError, _Overdue)
 
 
+# A request silent this long is reported as waiting, then again at each further interval.
+NOTICE_AFTER = 10.0
+NOTICE_EVERY = 20.0
+
+
 def _within(
-    deadline: float, produce: Callable[[Callable[[Any], None]], Iterable[T]]
+    deadline: float,
+    produce: Callable[[Callable[[Any], None]], Iterable[T]],
+    waiting: Callable[[float], None] | None = None,
 ) -> Generator[T]:
     """The items of a blocking request, raising `_Overdue` once ``deadline`` has passed.
 
@@ -114,12 +121,22 @@ def _within(
             box.put((True, end))
 
     threading.Thread(target=pump, name="surgagent-request", daemon=True).start()
+    start = time.monotonic()
+    notice = start + NOTICE_AFTER
     try:
         while True:
+            now = time.monotonic()
             try:
-                ok, item = box.get(timeout=max(deadline - time.monotonic(), 0.0))
+                ok, item = box.get(timeout=max(min(deadline, notice) - now, 0.0))
             except queue.Empty:
+                now = time.monotonic()
+                if now < deadline:  # a long silence, not yet too long: say we are waiting
+                    if waiting is not None:
+                        waiting(now - start)
+                    notice = now + NOTICE_EVERY
+                    continue
                 raise _Overdue() from None
+            notice = time.monotonic() + NOTICE_AFTER
             if not ok:
                 raise item
             if item is end:
@@ -484,8 +501,8 @@ class OpenAIChat(ChatBackend):
 
         if isinstance(exc, _Overdue | openai.APITimeoutError | httpx.TimeoutException):
             wait = self.settings.timeout
-            hint = f"raise {self._env('timeout')} or check the server's load"
-            return _Failure(f"did not answer within {wait:g} s", True, hint)
+            hint = "check that the server is running and not stuck or overloaded (its log)"
+            return _Failure(f"stopped answering: nothing came within {wait:g} s", True, hint)
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             body = exc.body if isinstance(exc.body, dict) else {}
@@ -510,15 +527,26 @@ class OpenAIChat(ChatBackend):
             return _Failure(f"could not be reached ({error_reason(cause)})", True, hint)
         return _Failure(f"failed ({error_reason(exc)})", True, "check the server's log")
 
+    def _waiting(self, seconds: float) -> None:
+        logger.warning(
+            "waiting for the %s at %s: %.0f s without a reply (gives up at %g s)",
+            self.role,
+            self.endpoint,
+            seconds,
+            self.settings.timeout,
+        )
+
     def _deadline(self) -> float:
         """When a request starting now must have finished (``timeout`` covers all of it)."""
         return time.monotonic() + self.settings.timeout
 
     def _give_up(self, failure: _Failure, tries: int) -> BackendError:
         count = f"{tries} {'try' if tries == 1 else 'tries'}"
+        # Final: this is the one place model requests are retried, and its tries are spent (a
+        # caller retrying again would multiply the wait by its own count).
         return BackendError(
             f"{self.role} endpoint {self.endpoint} {failure.what} ({count}); {failure.hint}",
-            retryable=failure.retryable,
+            retryable=False,
         )
 
     def _pause(self, failure: _Failure, attempt: int, tries: int) -> float:
@@ -573,6 +601,7 @@ class OpenAIChat(ChatBackend):
         return BackendError(
             f"{self.role} endpoint {self.endpoint} broke off its reply after {reader.count} "
             f"streamed chunks ({why}); check the server's log",
+            retryable=False,  # part of the reply was passed on: it cannot be taken back
         )
 
     def _observe(
@@ -609,7 +638,7 @@ class OpenAIChat(ChatBackend):
                 yield raw.parse()
 
         def attempt() -> Any:
-            return next(_within(self._deadline(), produce))
+            return next(_within(self._deadline(), produce, self._waiting))
 
         return self._result(self._retrying(attempt), thinking, tools)
 
@@ -663,7 +692,7 @@ class OpenAIChat(ChatBackend):
 
         def open_stream() -> tuple[Generator[Any], list[Any]]:
             # Retried until the first chunk is in: nothing has been passed on yet.
-            chunks = _within(self._deadline(), produce)
+            chunks = _within(self._deadline(), produce, self._waiting)
             try:
                 return chunks, [next(chunks)]
             except StopIteration:
