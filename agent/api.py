@@ -304,6 +304,7 @@ class SurgicalAgent:
             step_budget=self.settings.step_budget,
             frame_budget=self.settings.frame_budget,
             tool_retries=self.settings.tool_retries,
+            planner_vision=self.settings.planner.vision,
             max_image_side=self.settings.planner.max_image_side,
             settings=self.settings,
         )

@@ -86,6 +86,16 @@ class ModelSettings(_Section):
     max_image_side: int = Field(896, gt=0, description="frames are resized to fit this side")
 
 
+class PlannerSettings(ModelSettings):
+    """The planner role: the reasoning model that calls the tools."""
+
+    vision: Literal["auto"] | bool = Field(
+        "auto",
+        description="show the planner frames: auto (yes, until its server says the model takes "
+        "no images), true, false (it reads frames through ask_perception)",
+    )
+
+
 class PerceptionSettings(ModelSettings):
     """The perception role: thinking off, Qwen's suggested non-thinking sampling.
 
@@ -157,7 +167,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    planner: ModelSettings = Field(default_factory=ModelSettings)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
     perception: PerceptionSettings = Field(default_factory=PerceptionSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     phase: PhaseSettings = Field(default_factory=PhaseSettings)

@@ -100,8 +100,21 @@ def _role_check(settings: Settings, role: str) -> Check:
             fix=str(error),
         )
     return Check(
-        name=f"{role} model", ok=True, detail=f"{role_settings.backend}: {where} reachable"
+        name=f"{role} model",
+        ok=True,
+        detail=f"{role_settings.backend}: {where} reachable; {_sight(settings, role)}",
     )
+
+
+def _sight(settings: Settings, role: str) -> str:
+    """Whether the role is shown frames as images."""
+    if role != "planner":
+        return "sees images"
+    return {
+        True: "sees images (planner.vision = true)",
+        False: "sees no images; reads frames through ask_perception (planner.vision = false)",
+        "auto": "sees images unless its server says the model takes none (planner.vision = auto)",
+    }[settings.planner.vision]
 
 
 def _weights_check(name: str, weights: str | None, env: str) -> Check:

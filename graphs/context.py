@@ -9,7 +9,7 @@ frozen: a run never changes its case, models or budgets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from surgagent.graphs.protocols import PlannerModel
@@ -34,7 +34,8 @@ class RunContext:
         step_budget: Most planner turns in one answer.
         frame_budget: Most frames shown to the planner in one answer.
         tool_retries: Retries of a tool whose backend failed.
-        planner_sees_images: Whether frames from tools are shown to the planner as images.
+        planner_vision: Show the planner frames as images: True, False, or ``auto`` (yes,
+            until its backend learns that the served model takes none).
         max_image_side: Frames shown to the planner are resized to fit this side.
         settings: The agent's settings object, for tools that need more.
     """
@@ -49,6 +50,13 @@ class RunContext:
     step_budget: int = 8
     frame_budget: int = 12
     tool_retries: int = 2
-    planner_sees_images: bool = True
+    planner_vision: bool | Literal["auto"] = "auto"
     max_image_side: int = 896
     settings: Any = None
+
+    @property
+    def planner_sees_images(self) -> bool:
+        """Whether frames from tools go to the planner as images (`planner_vision`)."""
+        if self.planner_vision == "auto":
+            return getattr(self.planner, "takes_images", None) is not False
+        return self.planner_vision

@@ -33,7 +33,7 @@ from surgagent.graphs.result import AnswerStatus
 from surgagent.graphs.state import CaseReviewState
 from surgagent.graphs.turn import build_result, current_turn, describe_case
 from surgagent.tools.base import ToolRecord
-from surgagent.tools.errors import BackendError
+from surgagent.tools.errors import BackendError, ImagesRefused
 from surgagent.tools.vision import image_to_data_url
 
 __all__ = [
@@ -89,27 +89,37 @@ def _image_part(path: str, max_side: int) -> dict[str, Any]:
         return {"type": "image_url", "image_url": {"url": image_to_data_url(image, max_side)}}
 
 
-def _with_images(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMessage]:
+def _with_images(
+    messages: Sequence[AnyMessage], ctx: RunContext, tools: Sequence[BaseTool]
+) -> list[BaseMessage]:
     """Show the current turn's tool images to the planner, inside the tool results themselves.
 
     Qwen3.5's template renders image parts of a tool message within its ``<tool_response>``;
     a user message added after the results would instead become the template's last real
     query, and the model would lose the thinking of its earlier steps in this tool loop.
-    Images are loaded here, not stored in state, so checkpoints stay small.
+    Images are loaded here, not stored in state, so checkpoints stay small. A planner that
+    sees no images is told instead that the frames were not shown and how to read them.
     """
-    if not ctx.planner_sees_images:
-        return list(messages)
     turn_start = len(messages) - len(current_turn(messages))
+    sees = ctx.planner_sees_images
     out: list[BaseMessage] = []
     for index, message in enumerate(messages):
         paths = ToolRecord.of(message).images if isinstance(message, ToolMessage) else []
         if index < turn_start or not paths:
             out.append(message)
-            continue
-        parts: list[str | dict[Any, Any]] = [{"type": "text", "text": message.text}]
-        parts += [_image_part(path, ctx.max_image_side) for path in paths]
-        out.append(message.model_copy(update={"content": parts}))
+        elif sees:
+            parts: list[str | dict[Any, Any]] = [{"type": "text", "text": message.text}]
+            parts += [_image_part(path, ctx.max_image_side) for path in paths]
+            out.append(message.model_copy(update={"content": parts}))
+        else:
+            perceives = any(tool.name == "ask_perception" for tool in tools)
+            note = _UNSEEN + (_ASK_PERCEPTION if perceives else "")
+            out.append(message.model_copy(update={"content": message.text + note}))
     return out
+
+
+_UNSEEN = " These frames are not shown to you: the planner model takes no images."
+_ASK_PERCEPTION = " To learn what they show, ask_perception about the same times."
 
 
 def _planner_turns(messages: Sequence[AnyMessage]) -> int:
@@ -173,16 +183,24 @@ def make_plan_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
     """Build the node that asks the planner for its next step (tool calls or an answer)."""
     schemas = [convert_to_openai_tool(tool) for tool in tools]
 
+    def _planner_input(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMessage]:
+        return [_system_message(prompts, ctx, tools), *_with_images(messages, ctx, tools)]
+
     def plan(state: CaseReviewState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = runtime.context
         messages = state["messages"]
         if state.get("remaining_steps", _RESERVED_STEPS + 1) <= _RESERVED_STEPS:
             return {}
         model = ctx.planner.bind_tools(schemas) if schemas else ctx.planner
-        model_input = [_system_message(prompts, ctx, tools), *_with_images(messages, ctx)]
         started = time.perf_counter()
         try:
-            reply = model.invoke(model_input)
+            try:
+                reply = model.invoke(_planner_input(messages, ctx))
+            except ImagesRefused:
+                if not ctx.planner_sees_images and ctx.planner_vision == "auto":
+                    reply = model.invoke(_planner_input(messages, ctx))  # now without frames
+                else:
+                    raise
         except BackendError as error:
             return {"error": f"The planner model failed: {error}"}
         assert isinstance(reply, AIMessage), f"planner returned {type(reply).__name__}"
@@ -248,7 +266,7 @@ def make_answer_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
             closing = HumanMessage(content=prompts.final)
             model_input = [
                 _system_message(prompts, ctx, tools),
-                *_with_images([*messages, *new_messages], ctx),
+                *_with_images([*messages, *new_messages], ctx, tools),
                 closing,
             ]
             try:

@@ -197,6 +197,15 @@ def test_doctor_fails_for_missing_engine_weights(tmp_path: Path) -> None:
     assert f"detector: {tmp_path / 'no.pt'} does not exist" in doctor.stdout
 
 
+def test_doctor_says_which_roles_see_images() -> None:
+    with ScriptedOpenAIServer() as server:
+        shown = run_cli("doctor", env=openai_env(server)).stdout
+        blind = run_cli("doctor", env={**openai_env(server), "SURGAGENT_PLANNER__VISION": "false"})
+    said, blind_said = " ".join(shown.split()), " ".join(blind.stdout.split())
+    assert "sees images unless its server says the model takes none" in said
+    assert "reads frames through ask_perception (planner.vision = false)" in blind_said
+
+
 def test_index_prints_a_summary_or_json(tmp_path: Path) -> None:
     done = run_cli("index", "examples/sample_case/sample_lapchole.mp4", "--json")
     assert done.returncode == 0, done.stderr

@@ -51,6 +51,21 @@ def test_inline_think_block_is_moved_to_reasoning(case_video: Path) -> None:
     assert result.reasoning == ["I should answer briefly."]
 
 
+def test_a_planner_without_vision_is_told_the_frames_are_not_shown(case_video: Path) -> None:
+    agent = make_agent(
+        [call("look_at_frames", times=["00:02"]), say("Seen at [00:02].")],
+        planner={"vision": False},
+    )
+    result = agent.invoke("What happens at 2 s?", case=case_video, thread_id="t1")
+    assert result.status == "answered"
+    assert [item.time for item in result.evidence] == pytest.approx([2.0], abs=0.21)
+    shown = agent.planner.seen[1][-1]  # type: ignore[attr-defined]
+    assert isinstance(shown, ToolMessage) and isinstance(shown.content, str)
+    assert shown.content.startswith("Showing 1 frame at 00:02")
+    assert "not shown to you: the planner model takes no images" in shown.content
+    assert not any(isinstance(m.content, list) for m in agent.planner.seen[1])  # type: ignore[attr-defined]
+
+
 def test_frames_are_shown_to_the_planner_and_cited(case_video: Path) -> None:
     agent = make_agent([call("look_at_frames", times=["00:02", "5"]), say("Seen at [00:02].")])
     result = agent.invoke("What happens at 2 s?", case=case_video, thread_id="t1")

@@ -237,3 +237,33 @@ def test_images_inside_a_tool_result_are_read_by_vllm(vllm: RealVLLM) -> None:
             chat.invoke(loop)
     assert "HTTP 400" in str(caught.value) and "multimodal" in str(caught.value)
     assert "takes no images" in str(caught.value)
+
+
+def test_a_planner_without_vision_reads_frames_as_text(vllm: RealVLLM) -> None:
+    """vision = auto: the first frames sent are refused by name, then never sent again."""
+
+    def script(body: dict[str, Any]) -> str:
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            return qwen_reply(thinking="Look.", calls=[("look_at_frames", {"times": ["00:03"]})])
+        return qwen_reply("A grasper holds the gallbladder at [00:03].", thinking="Told so.")
+
+    with ScriptedVLLM(vllm, script) as proxy:
+        env = {
+            "SURGAGENT_PLANNER__BACKEND": "openai",
+            "SURGAGENT_PLANNER__BASE_URL": proxy.base_url,
+            "SURGAGENT_PLANNER__MODEL": proxy.model,
+            "SURGAGENT_PERCEPTION__ENABLED": "false",
+            "SURGAGENT_KNOWLEDGE__ENABLED": "false",
+        }
+        done = run_cli("ask", SAMPLE, "What is at 3 s?", "--json", env=env, timeout=300)
+        requests = proxy.requests
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "answered", result
+    assert [item["time"] for item in result["evidence"]] == pytest.approx([3.0], abs=0.2)
+    # Request 2 carried the frame inside the tool result and was refused; request 3 did not.
+    assert len(requests) == 3
+    refused, retried = requests[1]["messages"][-1], requests[2]["messages"][-1]
+    assert isinstance(refused["content"], list)
+    assert isinstance(retried["content"], str)
+    assert "not shown to you: the planner model takes no images" in retried["content"]

@@ -56,6 +56,13 @@ class BackendError(SurgAgentError):
         self.retryable = retryable
 
 
+class ImagesRefused(BackendError):
+    """The model's server refused images: the model it serves takes none (text-only)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 def suggest(value: str, options: Iterable[str]) -> str:
     """Return a ``" Did you mean 'x'?"`` hint for ``value``, or an empty string."""
     close = difflib.get_close_matches(value, list(options), n=1, cutoff=0.6)

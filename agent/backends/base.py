@@ -53,6 +53,8 @@ class ChatBackend(BaseChatModel, ABC):
     settings: ModelSettings
     role: str = "planner"
     """Which role the backend serves (``planner`` or ``perception``), for error messages."""
+    takes_images: bool | None = None
+    """Whether the served model takes images: None until its server has said it does not."""
 
     @property
     def model_id(self) -> str:

@@ -56,7 +56,7 @@ from surgagent.agent.backends._parsing import (
 from surgagent.agent.backends.base import ChatBackend
 from surgagent.agent.reach import SERVE_HINT, check_endpoint, error_reason
 from surgagent.tools.answers import THINK_CLOSE, split_thinking
-from surgagent.tools.errors import BackendError, ConfigError
+from surgagent.tools.errors import BackendError, ConfigError, ImagesRefused
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -75,6 +75,7 @@ class _Failure(NamedTuple):
     retryable: bool
     hint: str  # what to do next
     wait: float = 0.0  # seconds the server asked us to wait (Retry-After)
+    refused_images: bool = False  # the server said its model takes no images
 
 
 class _Overdue(Exception):
@@ -197,6 +198,12 @@ def _structured_calls(
     return calls, invalid
 
 
+def _says_no_images(said: str) -> bool:
+    """Whether an HTTP 400 says the model takes no images (vLLM: "is not a multimodal")."""
+    lowered = said.lower()
+    return "multimodal" in lowered or ("image" in lowered and "not" in lowered)
+
+
 def _rejection_hint(said: str) -> str:
     """What to do about an HTTP 400, from what the server said its cause was."""
     lowered = said.lower()
@@ -205,8 +212,11 @@ def _rejection_hint(said: str) -> str:
             "the conversation no longer fits the model's context: start a new session, or "
             "serve the model with a larger --max-model-len"
         )
-    if "multimodal" in lowered or "image" in lowered:
-        return "the served model takes no images: serve a vision-language model (Qwen3.5, Qwen-VL)"
+    if _says_no_images(said):
+        return (
+            "the served model takes no images: set planner.vision = false (frames then go "
+            "through ask_perception) or serve a vision-language model (Qwen3.5, Qwen-VL)"
+        )
     if "tool" in lowered:
         return "tool calls need vLLM's --enable-auto-tool-choice --tool-call-parser qwen3_coder"
     return "the server rejected the request: check the server's log"
@@ -515,9 +525,9 @@ class OpenAIChat(ChatBackend):
             }.get(status, "check the server's log")
             retry_after = exc.response.headers.get("retry-after", "")
             wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 0.0
-            return _Failure(
-                f"answered HTTP {status} ({said})", status == 429 or status >= 500, hint, wait
-            )
+            retryable = status == 429 or status >= 500
+            refused = status == 400 and _says_no_images(said)
+            return _Failure(f"answered HTTP {status} ({said})", retryable, hint, wait, refused)
         if isinstance(exc, json.JSONDecodeError):
             hint = f"is {self._env('base_url')} an OpenAI-compatible endpoint (ending in /v1)?"
             return _Failure("answered with a body that is not JSON", True, hint)
@@ -542,6 +552,10 @@ class OpenAIChat(ChatBackend):
 
     def _give_up(self, failure: _Failure, tries: int) -> BackendError:
         count = f"{tries} {'try' if tries == 1 else 'tries'}"
+        message = f"{self.role} endpoint {self.endpoint} {failure.what} ({count}); {failure.hint}"
+        if failure.refused_images:
+            self.takes_images = False  # learnt: later requests leave frames out (vision auto)
+            return ImagesRefused(message)
         # Final: this is the one place model requests are retried, and its tries are spent (a
         # caller retrying again would multiply the wait by its own count).
         return BackendError(
