@@ -94,6 +94,12 @@ class PlannerSettings(ModelSettings):
         description="show the planner frames: auto (yes, until its server says the model takes "
         "no images), true, false (it reads frames through ask_perception)",
     )
+    max_context_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="the planner's context in tokens; unset: what the server lists "
+        "(vLLM's max_model_len). Older turns are left out to fit",
+    )
 
 
 class PerceptionSettings(ModelSettings):

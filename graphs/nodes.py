@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,11 +30,12 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.runtime import Runtime
 
 from surgagent.graphs.context import RunContext
+from surgagent.graphs.history import fit_history, message_chars
 from surgagent.graphs.result import AnswerStatus
 from surgagent.graphs.state import CaseReviewState
 from surgagent.graphs.turn import build_result, current_turn, describe_case
 from surgagent.tools.base import ToolRecord
-from surgagent.tools.errors import BackendError, ImagesRefused
+from surgagent.tools.errors import BackendError, ContextOverflow, ImagesRefused
 from surgagent.tools.vision import image_to_data_url
 
 __all__ = [
@@ -179,12 +181,75 @@ def _invalid_call_replies(reply: AIMessage) -> list[ToolMessage]:
     ]
 
 
+def _context_window(ctx: RunContext) -> int | None:
+    """The planner's context in tokens: the setting, else what its server lists."""
+    setting = getattr(getattr(ctx.settings, "planner", None), "max_context_tokens", None)
+    listed = getattr(ctx.planner, "context_window", None)
+    return setting or (listed() if callable(listed) else None)
+
+
+def _ask_planner(
+    model: Any,
+    system: SystemMessage,
+    messages: Sequence[AnyMessage],
+    ctx: RunContext,
+    tools: Sequence[BaseTool],
+    schemas: Sequence[dict[str, Any]] | None = None,
+    closing: BaseMessage | None = None,
+) -> tuple[AIMessage, str | None]:
+    """The planner's reply to the conversation fitted into its context, and what was left out.
+
+    The estimate is corrected and the step sent again once if the server still finds the
+    prompt too long (it says by how much), and if it refuses frames under ``vision = auto``.
+    ``closing``, a last instruction, joins the current turn.
+    """
+    fixed_chars = len(json.dumps(schemas)) if schemas else 0
+    fixed_chars += message_chars(closing)[0] if closing is not None else 0
+    after = [closing] if closing is not None else []
+    window = _context_window(ctx)
+    for attempt in (1, 2):
+        shown = _with_images(messages, ctx, tools)
+        sent: list[BaseMessage] = [system, *shown, *after]
+        note = None
+        if window:
+            reserve = getattr(getattr(ctx.settings, "planner", None), "max_tokens", 0) or 0
+            fitted = fit_history(
+                system,
+                shown,
+                budget=max(window - reserve, 1),
+                chars_per_token=getattr(ctx.planner, "chars_per_token", 4.0),
+                image_tokens=(ctx.max_image_side // 32) ** 2,
+                fixed_chars=fixed_chars,
+            )
+            sent = [*fitted.messages, *after]
+            if fitted.dropped:
+                turns = "turn" if fitted.dropped == 1 else "turns"
+                note = (
+                    f"history shortened: left out the {fitted.dropped} earliest {turns} to fit "
+                    f"the planner's {window:,}-token context"
+                )
+        try:
+            reply = model.invoke(sent)
+        except ImagesRefused:
+            if attempt == 2 or ctx.planner_sees_images or ctx.planner_vision != "auto":
+                raise
+            continue  # the backend learnt it: the frames stay out now
+        except ContextOverflow as error:
+            if attempt == 2 or not error.prompt_tokens:
+                raise
+            window = error.limit or window
+            chars = sum(message_chars(m)[0] for m in sent) + fixed_chars
+            if hasattr(ctx.planner, "chars_per_token"):  # what a token really is, in chars
+                ctx.planner.chars_per_token = max(chars / error.prompt_tokens * 0.9, 0.5)
+            continue
+        assert isinstance(reply, AIMessage), f"planner returned {type(reply).__name__}"
+        return reply, note
+    raise AssertionError("unreachable")
+
+
 def make_plan_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
     """Build the node that asks the planner for its next step (tool calls or an answer)."""
     schemas = [convert_to_openai_tool(tool) for tool in tools]
-
-    def _planner_input(messages: Sequence[AnyMessage], ctx: RunContext) -> list[BaseMessage]:
-        return [_system_message(prompts, ctx, tools), *_with_images(messages, ctx, tools)]
 
     def plan(state: CaseReviewState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = runtime.context
@@ -192,21 +257,17 @@ def make_plan_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
         if state.get("remaining_steps", _RESERVED_STEPS + 1) <= _RESERVED_STEPS:
             return {}
         model = ctx.planner.bind_tools(schemas) if schemas else ctx.planner
+        system = _system_message(prompts, ctx, tools)
         started = time.perf_counter()
         try:
-            try:
-                reply = model.invoke(_planner_input(messages, ctx))
-            except ImagesRefused:
-                if not ctx.planner_sees_images and ctx.planner_vision == "auto":
-                    reply = model.invoke(_planner_input(messages, ctx))  # now without frames
-                else:
-                    raise
+            reply, shortened = _ask_planner(model, system, messages, ctx, tools, schemas)
         except BackendError as error:
             return {"error": f"The planner model failed: {error}"}
         assert isinstance(reply, AIMessage), f"planner returned {type(reply).__name__}"
         reply.response_metadata = {
             **reply.response_metadata,
             "duration_s": round(time.perf_counter() - started, 4),
+            **({"history": shortened} if shortened else {}),
         }
         _reject_unstorable_calls(reply)
         return {"messages": [reply, *_invalid_call_replies(reply)]}
@@ -264,14 +325,11 @@ def make_answer_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
                     for call in last.tool_calls
                 ]
             closing = HumanMessage(content=prompts.final)
-            model_input = [
-                _system_message(prompts, ctx, tools),
-                *_with_images([*messages, *new_messages], ctx, tools),
-                closing,
-            ]
+            asked = [*messages, *new_messages]
             try:
-                reply = ctx.planner.invoke(model_input)
-                assert isinstance(reply, AIMessage)
+                # The closing request joins the current turn: it is never left out.
+                system = _system_message(prompts, ctx, tools)
+                reply, _ = _ask_planner(ctx.planner, system, asked, ctx, tools, closing=closing)
                 new_messages.append(reply)
             except BackendError as exc:
                 error = f"The planner model failed: {exc}"

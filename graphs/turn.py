@@ -88,11 +88,14 @@ def _trace(turn: Sequence[AnyMessage]) -> list[TraceStep]:
             for call in message.tool_calls:
                 calls[call["id"] or ""] = call["args"]
             names = [call["name"] for call in message.tool_calls]
+            summary = f"called {', '.join(names)}" if names else "answered"
+            if message.response_metadata.get("history"):  # the context was too small for all
+                summary += f"; {message.response_metadata['history']}"
             steps.append(
                 TraceStep(
                     node="plan",
                     duration_s=float(message.response_metadata.get("duration_s", 0.0)),
-                    summary=f"called {', '.join(names)}" if names else "answered",
+                    summary=summary,
                 )
             )
         elif isinstance(message, ToolMessage):

@@ -267,3 +267,38 @@ def test_a_planner_without_vision_reads_frames_as_text(vllm: RealVLLM) -> None:
     assert isinstance(refused["content"], list)
     assert isinstance(retried["content"], str)
     assert "not shown to you: the planner model takes no images" in retried["content"]
+
+
+def test_a_chat_that_outgrows_the_context_keeps_answering(vllm: RealVLLM) -> None:
+    """Long questions on a 16k context: older turns are left out, and the trace says so.
+
+    The estimate starts at four characters a token; this byte-level vocabulary spends one, so
+    the first too-long prompt is refused by vLLM, whose count corrects the estimate.
+    """
+    from surgagent.agent.api import SurgicalAgent
+    from surgagent.agent.settings import get_settings
+
+    long = "Describe the dissection plane and every structure and instrument in view. " * 50
+
+    def script(body: dict[str, Any]) -> str:
+        asked = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        number = re.search(r"Question (\d+)", str(asked))
+        return qwen_reply(f"Answer {number.group(1) if number else '?'}.", thinking="Noted.")
+
+    with ScriptedVLLM(vllm, script) as proxy:
+        settings = get_settings(
+            planner={"backend": "openai", "base_url": proxy.base_url, "model": proxy.model},
+            perception={"enabled": False},
+            knowledge={"enabled": False},
+        )
+        agent = SurgicalAgent.from_settings(settings)
+        results = [
+            agent.invoke(f"Question {n}: {long}", case=SAMPLE, thread_id="long") for n in range(6)
+        ]
+        statuses = [(r.status, r.answer) for r in results]
+        sent = len(proxy.requests)
+    assert statuses == [("answered", f"Answer {n}.") for n in range(6)]
+    assert sent == 7  # one step refused as too long, then sent again, shortened
+    notes = [s.summary for r in results for s in r.trace if "history shortened" in s.summary]
+    assert notes and f"the planner's {CONTEXT:,}-token context" in notes[-1]
+    assert sum(m.type == "human" for m in agent.history("long")) == 6  # all kept in the session

@@ -63,6 +63,21 @@ class ImagesRefused(BackendError):
         super().__init__(message, retryable=False)
 
 
+class ContextOverflow(BackendError):
+    """The server refused a prompt longer than the model's context.
+
+    Args:
+        message: What failed, in one sentence.
+        prompt_tokens: The prompt's length in tokens, where the server said it.
+        limit: The model's context in tokens, where the server said it.
+    """
+
+    def __init__(self, message: str, prompt_tokens: int | None, limit: int | None) -> None:
+        super().__init__(message, retryable=False)
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
 def suggest(value: str, options: Iterable[str]) -> str:
     """Return a ``" Did you mean 'x'?"`` hint for ``value``, or an empty string."""
     close = difflib.get_close_matches(value, list(options), n=1, cutoff=0.6)

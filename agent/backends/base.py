@@ -55,6 +55,12 @@ class ChatBackend(BaseChatModel, ABC):
     """Which role the backend serves (``planner`` or ``perception``), for error messages."""
     takes_images: bool | None = None
     """Whether the served model takes images: None until its server has said it does not."""
+    chars_per_token: float = 4.0
+    """The rate prompts are estimated at, corrected once the server reports a real count."""
+
+    def context_window(self) -> int | None:
+        """The model's context in tokens, where the backend can tell (else None)."""
+        return None
 
     @property
     def model_id(self) -> str:

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import (
@@ -56,7 +57,7 @@ from surgagent.agent.backends._parsing import (
 from surgagent.agent.backends.base import ChatBackend
 from surgagent.agent.reach import SERVE_HINT, check_endpoint, error_reason
 from surgagent.tools.answers import THINK_CLOSE, split_thinking
-from surgagent.tools.errors import BackendError, ConfigError, ImagesRefused
+from surgagent.tools.errors import BackendError, ConfigError, ContextOverflow, ImagesRefused
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -76,6 +77,7 @@ class _Failure(NamedTuple):
     hint: str  # what to do next
     wait: float = 0.0  # seconds the server asked us to wait (Retry-After)
     refused_images: bool = False  # the server said its model takes no images
+    context: tuple[int | None, int | None] | None = None  # over the context: (prompt, limit)
 
 
 class _Overdue(Exception):
@@ -202,6 +204,19 @@ def _says_no_images(said: str) -> bool:
     """Whether an HTTP 400 says the model takes no images (vLLM: "is not a multimodal")."""
     lowered = said.lower()
     return "multimodal" in lowered or ("image" in lowered and "not" in lowered)
+
+
+_CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+)")
+_PROMPT_TOKENS = re.compile(r"(?:contains|requested) (?:at least )?(\d+) (?:input )?tokens")
+
+
+def _context_overflow(said: str) -> tuple[int | None, int | None] | None:
+    """``(prompt tokens, context)`` from a context-length 400 (vLLM's wording), else None."""
+    lowered = said.lower()
+    if "context length" not in lowered and "max_model_len" not in lowered:
+        return None
+    prompt, limit = _PROMPT_TOKENS.search(lowered), _CONTEXT_LIMIT.search(lowered)
+    return (int(prompt.group(1)) if prompt else None, int(limit.group(1)) if limit else None)
 
 
 def _rejection_hint(said: str) -> str:
@@ -409,6 +424,7 @@ class OpenAIChat(ChatBackend):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     # Whether the server leaves thinking inline (no reasoning parser); learnt from replies.
     _inline: bool | None = PrivateAttr(default=None)
+    _context_window: int | None = PrivateAttr(default=None)  # 0: the server does not say
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -527,7 +543,10 @@ class OpenAIChat(ChatBackend):
             wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 0.0
             retryable = status == 429 or status >= 500
             refused = status == 400 and _says_no_images(said)
-            return _Failure(f"answered HTTP {status} ({said})", retryable, hint, wait, refused)
+            context = _context_overflow(said) if status == 400 else None
+            return _Failure(
+                f"answered HTTP {status} ({said})", retryable, hint, wait, refused, context
+            )
         if isinstance(exc, json.JSONDecodeError):
             hint = f"is {self._env('base_url')} an OpenAI-compatible endpoint (ending in /v1)?"
             return _Failure("answered with a body that is not JSON", True, hint)
@@ -536,6 +555,23 @@ class OpenAIChat(ChatBackend):
             hint = f"is the server running? check {self._env('base_url')}"
             return _Failure(f"could not be reached ({error_reason(cause)})", True, hint)
         return _Failure(f"failed ({error_reason(exc)})", True, "check the server's log")
+
+    def context_window(self) -> int | None:
+        """The served model's context as the server lists it (vLLM: ``max_model_len``)."""
+        if self._context_window is None:  # asked once (two threads may both ask: harmless)
+            window = 0
+            try:
+                models = self._client().models.list(timeout=self.settings.connect_timeout)
+                for model in models.data:
+                    if model.id == self.settings.model:
+                        listed = (getattr(model, "model_extra", None) or {}).get("max_model_len")
+                        window = int(listed or 0)
+            except (TypeError, ValueError):
+                pass  # a listing we cannot read: the context stays unknown
+            except _errors():
+                pass  # unknown: no fitting beyond planner.max_context_tokens
+            self._context_window = window
+        return self._context_window or None
 
     def _waiting(self, seconds: float) -> None:
         logger.warning(
@@ -556,6 +592,8 @@ class OpenAIChat(ChatBackend):
         if failure.refused_images:
             self.takes_images = False  # learnt: later requests leave frames out (vision auto)
             return ImagesRefused(message)
+        if failure.context is not None:
+            return ContextOverflow(message, *failure.context)
         # Final: this is the one place model requests are retried, and its tries are spent (a
         # caller retrying again would multiply the wait by its own count).
         return BackendError(
