@@ -24,6 +24,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from surgagent.agent.backends._messages import REASONING_KEY
 from surgagent.agent.backends.openai import OpenAIChat
@@ -31,7 +32,15 @@ from surgagent.agent.settings import ModelSettings
 from surgagent.agent.testing.tiny_qwen import build_tiny_qwen3_text
 from surgagent.tools.errors import BackendError
 from tests.fixtures.cli import run_cli
-from tests.fixtures.real_vllm import RealVLLM, ScriptedVLLM, qwen_reply, vllm_python
+from tests.fixtures.real_vllm import (
+    SERVED_NAME as SERVED,
+)
+from tests.fixtures.real_vllm import (
+    RealVLLM,
+    ScriptedVLLM,
+    qwen_reply,
+    vllm_python,
+)
 
 pytestmark = pytest.mark.real_vllm
 
@@ -302,3 +311,73 @@ def test_a_chat_that_outgrows_the_context_keeps_answering(vllm: RealVLLM) -> Non
     notes = [s.summary for r in results for s in r.trace if "history shortened" in s.summary]
     assert notes and f"the planner's {CONTEXT:,}-token context" in notes[-1]
     assert sum(m.type == "human" for m in agent.history("long")) == 6  # all kept in the session
+
+
+def _stream_shape(base_url: str, body: dict[str, Any]) -> list[Any]:
+    """The streamed events' shapes: which delta fields are set, tool-call fields, finish."""
+    import httpx
+
+    shape: list[Any] = []
+    with httpx.stream("POST", f"{base_url}/chat/completions", json=body, timeout=120) as reply:
+        for line in reply.iter_lines():
+            if not line.startswith("data: {"):
+                shape += [line] if line else []
+                continue
+            event = json.loads(line.removeprefix("data: "))
+            if not event["choices"]:
+                shape.append(("usage", sorted(event["usage"])))
+                continue
+            choice = event["choices"][0]
+            delta = choice["delta"]
+            calls = [
+                (sorted(call), sorted(k for k, v in call["function"].items() if v is not None))
+                for call in delta.get("tool_calls") or []
+            ]
+            item = (
+                sorted(k for k, v in delta.items() if v is not None),
+                calls,
+                choice["finish_reason"],
+            )
+            if not shape or shape[-1] != item:
+                shape.append(item)
+    return shape
+
+
+def _whole_shape(base_url: str, body: dict[str, Any]) -> Any:
+    import httpx
+
+    body = {**body, "stream": False}
+    body.pop("stream_options")
+    reply = httpx.post(f"{base_url}/chat/completions", json=body, timeout=120).json()
+    message = reply["choices"][0]["message"]
+    shown = {k: v if isinstance(v, str) else type(v).__name__ for k, v in message.items()}
+    shown.pop("tool_calls", None)
+    return shown, sorted(reply["usage"])
+
+
+@pytest.mark.parametrize("kind", ["answer", "tool call"])
+def test_the_scripted_server_sends_what_vllm_sends(vllm: RealVLLM, kind: str) -> None:
+    """The fault tests' scripted server keeps vLLM's shapes (fields, deltas, whitespace)."""
+    from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+
+    if kind == "answer":
+        text = qwen_reply("Clipped.", thinking="Looking.")
+        reply = ScriptedReply(content="Clipped.", reasoning="Looking.")
+        extra: dict[str, Any] = {}
+    else:
+        text = qwen_reply(thinking="Look.", calls=[("look", {"times": ["00:05"]})])
+        reply = ScriptedReply(reasoning="Look.", tool_calls=[("look", {"times": ["00:05"]})])
+        extra = {"tools": [convert_to_openai_tool(look)]}
+    body = {
+        "model": SERVED,
+        "messages": [{"role": "user", "content": "Which phase?"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+    with (
+        ScriptedVLLM(vllm, [text, text]) as real,
+        ScriptedOpenAIServer([reply, reply], models=[SERVED], chunk_chars=1) as scripted,
+    ):
+        assert _stream_shape(scripted.base_url, body) == _stream_shape(real.base_url, body)
+        assert _whole_shape(scripted.base_url, body) == _whole_shape(real.base_url, body)

@@ -121,6 +121,11 @@ def _visible_text(reply: ScriptedReply) -> tuple[str, str | None]:
         opening = "<think>\n" if reply.think_open_tag else ""
         content = f"{opening}{reasoning}\n</think>\n\n{content}"
         reasoning = None
+    elif reasoning is not None:
+        # vLLM's qwen3 parser splits "thinking\n</think>\n\nanswer" at the tag and keeps
+        # the newlines on both sides.
+        reasoning += "\n"
+        content = f"\n\n{content}" if content else content
     return content, reasoning
 
 
@@ -329,7 +334,7 @@ def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def _usage(reply: ScriptedReply, request: dict[str, Any]) -> dict[str, int]:
+def _usage(reply: ScriptedReply, request: dict[str, Any]) -> dict[str, Any]:
     if reply.usage is not None:
         prompt, completion = reply.usage
     else:
@@ -337,17 +342,21 @@ def _usage(reply: ScriptedReply, request: dict[str, Any]) -> dict[str, int]:
         generated = reply.content + (reply.reasoning or "")
         generated += "".join(name + _args_json(args) for name, args in reply.tool_calls)
         completion = _estimate_tokens(generated)
+    thought = _estimate_tokens(reply.reasoning) if reply.reasoning else 0
     return {
         "prompt_tokens": prompt,
-        "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": {"reasoning_tokens": min(thought, completion)},
     }
 
 
 def _completion(reply: ScriptedReply, request: dict[str, Any], model: str) -> dict[str, Any]:
     """The non-streaming ``chat.completion`` body, as vLLM shapes it."""
     content, reasoning = _visible_text(reply)
-    message: dict[str, Any] = {"role": "assistant", "content": content}
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    message |= {"annotations": None, "audio": None, "function_call": None}
     if reasoning is not None and reply.reasoning_field is not None:
         message[reply.reasoning_field] = reasoning
     structured = reply.tool_calls if reply.tool_format == "openai" else []
@@ -393,7 +402,7 @@ def _chunks(
     structured = reply.tool_calls if reply.tool_format == "openai" else []
     for index, (name, args) in enumerate(structured):
         call_id = f"chatcmpl-tool-{uuid.uuid4().hex[:16]}"
-        function = {"name": name, "arguments": ""}
+        function = {"name": name, "arguments": None}  # vLLM's header names the function only
         yield chunk(
             {
                 "tool_calls": [
@@ -405,7 +414,8 @@ def _chunks(
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     yield chunk({}, reply.finish_reason or ("tool_calls" if structured else "stop"))
     if (request.get("stream_options") or {}).get("include_usage"):
-        yield {**head, "choices": [], "usage": _usage(reply, request)}
+        usage = {k: v for k, v in _usage(reply, request).items() if v is not None}
+        yield {**head, "choices": [], "usage": usage}  # vLLM leaves out the empty details
 
 
 class _Handler(BaseHTTPRequestHandler):
