@@ -43,14 +43,12 @@ class Fitted(NamedTuple):
 
 def message_chars(message: BaseMessage) -> tuple[int, int]:
     """Characters of a message's text (with thinking and call arguments) and its images."""
-    text, images = 0, 0
-    for part in [message.content] if isinstance(message.content, str) else message.content:
-        if isinstance(part, str):
-            text += len(part)
-        elif part.get("type") == "text":
-            text += len(str(part.get("text", "")))
-        else:
-            images += 1
+    text = len(message.text)
+    images = (
+        0
+        if isinstance(message.content, str)
+        else len([p for p in message.content if isinstance(p, dict) and p.get("type") != "text"])
+    )
     if isinstance(message, AIMessage):
         text += sum(len(str(value)) for value in message.additional_kwargs.values())
         calls = message.tool_calls

@@ -203,9 +203,9 @@ def _ask_planner(
     prompt too long (it says by how much), and if it refuses frames under ``vision = auto``.
     ``closing``, a last instruction, joins the current turn.
     """
-    fixed_chars = len(json.dumps(schemas)) if schemas else 0
-    fixed_chars += message_chars(closing)[0] if closing is not None else 0
+    schema_chars = len(json.dumps(schemas)) if schemas else 0
     after = [closing] if closing is not None else []
+    fixed_chars = schema_chars + sum(message_chars(m)[0] for m in after)
     window = _context_window(ctx)
     for attempt in (1, 2):
         shown = _with_images(messages, ctx, tools)
@@ -238,7 +238,7 @@ def _ask_planner(
             if attempt == 2 or not error.prompt_tokens:
                 raise
             window = error.limit or window
-            chars = sum(message_chars(m)[0] for m in sent) + fixed_chars
+            chars = sum(message_chars(m)[0] for m in sent) + schema_chars
             if hasattr(ctx.planner, "chars_per_token"):  # what a token really is, in chars
                 ctx.planner.chars_per_token = max(chars / error.prompt_tokens * 0.9, 0.5)
             continue

@@ -31,7 +31,7 @@ from surgagent.agent.backends.openai import OpenAIChat
 from surgagent.agent.settings import ModelSettings
 from surgagent.agent.testing.tiny_qwen import build_tiny_qwen3_text
 from surgagent.tools.errors import BackendError
-from tests.fixtures.cli import run_cli
+from tests.fixtures.cli import openai_env, run_cli
 from tests.fixtures.real_vllm import (
     SERVED_NAME as SERVED,
 )
@@ -186,12 +186,7 @@ def test_ask_runs_a_tool_loop_against_vllm(vllm: RealVLLM, tmp_path: Path) -> No
         )
 
     with ScriptedVLLM(vllm, script) as proxy:
-        env = {
-            "SURGAGENT_PLANNER__BACKEND": "openai",
-            "SURGAGENT_PLANNER__BASE_URL": proxy.base_url,
-            "SURGAGENT_PLANNER__MODEL": proxy.model,
-            "SURGAGENT_PERCEPTION__ENABLED": "false",
-        }
+        env = {**openai_env(proxy, proxy.model), "SURGAGENT_PERCEPTION__ENABLED": "false"}
         done = run_cli(
             "ask", SAMPLE, "What must be seen before clipping?", "--json", env=env, timeout=300
         )
@@ -258,9 +253,7 @@ def test_a_planner_without_vision_reads_frames_as_text(vllm: RealVLLM) -> None:
 
     with ScriptedVLLM(vllm, script) as proxy:
         env = {
-            "SURGAGENT_PLANNER__BACKEND": "openai",
-            "SURGAGENT_PLANNER__BASE_URL": proxy.base_url,
-            "SURGAGENT_PLANNER__MODEL": proxy.model,
+            **openai_env(proxy, proxy.model),
             "SURGAGENT_PERCEPTION__ENABLED": "false",
             "SURGAGENT_KNOWLEDGE__ENABLED": "false",
         }

@@ -222,7 +222,7 @@ def _context_overflow(said: str) -> tuple[int | None, int | None] | None:
 def _rejection_hint(said: str) -> str:
     """What to do about an HTTP 400, from what the server said its cause was."""
     lowered = said.lower()
-    if "context length" in lowered or "max_model_len" in lowered:
+    if _context_overflow(said) is not None:
         return (
             "the conversation no longer fits the model's context: start a new session, or "
             "serve the model with a larger --max-model-len"
