@@ -332,6 +332,15 @@ def test_one_huge_streamed_chunk_is_read_at_once() -> None:
     assert elapsed < 15, f"{elapsed:.0f} s for one 8 MB chunk"  # seconds at most, not minutes
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_arguments_nested_too_deep_are_an_invalid_call(stream: bool) -> None:
+    reply = ScriptedReply(tool_calls=[("get_frame", "[" * 100_000)])
+    with ScriptedOpenAIServer([reply]) as server:
+        chat = make_chat(server).bind_tools([get_frame])
+        message = streamed(chat) if stream else chat.invoke(QUESTION)
+    assert message.tool_calls == [] and len(message.invalid_tool_calls) == 1
+
+
 def test_stream_broken_midway_raises() -> None:
     with ScriptedOpenAIServer([ScriptedReply(content="x" * 80, break_after=4)]) as server:
         with pytest.raises(BackendError, match="broke off its reply after"):

@@ -364,3 +364,11 @@ def test_stream_with_thinking_emits_reasoning_then_content_in_order() -> None:
         ("reasoning", " now."),
         ("content", "Phase 2."),
     ]
+
+
+def test_arguments_nested_too_deep_are_an_invalid_call_not_a_crash() -> None:
+    deep = "[" * 100_000
+    parsed = parse_tool_calls(f'<tool_call>\n{{"name": "f", "arguments": {deep}}}\n</tool_call>')
+    assert parsed.tool_calls == [] and len(parsed.invalid_tool_calls) == 1
+    [call] = parse_tool_calls(xml_call("look_at_frames", times=deep)).tool_calls
+    assert call["args"] == {"times": deep}  # kept as the text it was; the tool rejects it

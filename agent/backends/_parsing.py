@@ -115,7 +115,7 @@ def _param_value(raw: str, as_string: bool) -> Any:
         return value
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         pass
     # Qwen3.5's template renders past scalar arguments with Jinja's `string` filter, so the
     # model sees (and writes) Python's True, False and None; read them as what they mean.
@@ -160,7 +160,7 @@ def _parse_xml(body: str, strings: dict[str, set[str]]) -> ToolCall | InvalidToo
 def _parse_json(body: str) -> ToolCall | InvalidToolCall:
     try:
         data = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         named = _JSON_NAME.search(body)
         return _invalid(
             named.group(1) if named else None,
@@ -176,7 +176,7 @@ def _parse_json(body: str) -> ToolCall | InvalidToolCall:
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             pass
     if not isinstance(args, dict):
         return _invalid(
@@ -281,7 +281,7 @@ def invalid_call_error(call: InvalidToolCall) -> str:
 def _is_json_object(body: str) -> bool:
     try:
         return isinstance(json.loads(body), dict)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return False
 
 

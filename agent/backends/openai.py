@@ -188,7 +188,7 @@ def _structured_calls(
         call_id = getattr(call, "id", None) or new_call_id()
         try:
             args = json.loads(arguments) if arguments.strip() else {}
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             error = f"the arguments of {name!r} are not valid JSON ({exc}); send one JSON object"
             invalid.append(invalid_tool_call(name=name, args=arguments, id=call_id, error=error))
             continue
@@ -372,7 +372,7 @@ class _ChunkReader:
             arguments = "".join(call["args"])
             try:
                 args = json.loads(arguments) if arguments.strip() else {}
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 args = None
             if isinstance(args, dict):
                 args = read_literals(call["name"] or "", args, self.tools)
