@@ -129,6 +129,16 @@ def offered_tools(
     return tools
 
 
+def settings_tools(settings: Settings) -> list[BaseTool]:
+    """The tools `SurgicalAgent.from_settings(settings)` offers, found without loading a model."""
+    return offered_tools(
+        vision=settings.perception.enabled,
+        detector=settings.detector.weights is not None,
+        segmenter=settings.phase.weights is not None,
+        knowledge=settings.knowledge.enabled,
+    )
+
+
 def load_engines(settings: Settings) -> dict[str, Any]:
     """Load the configured engines: detector, phase segmenter and knowledge store.
 
@@ -292,7 +302,8 @@ class SurgicalAgent:
         """
         return case if isinstance(case, Case) else open_case(case, self.cache)
 
-    def _context(self, case: Case) -> RunContext:
+    def run_context(self, case: Case) -> RunContext:
+        """The run context for one question about ``case``: models, engines, budgets."""
         return RunContext(
             case=case,
             cache=self.cache,
@@ -309,17 +320,20 @@ class SurgicalAgent:
             settings=self.settings,
         )
 
-    def _prepare(
-        self, question: str, case: str | Path | Case | None, thread_id: str
-    ) -> tuple[dict[str, Any], RunnableConfig, RunContext]:
-        if not question.strip():
-            raise UserError("the question is empty; ask something about the case")
-        config: RunnableConfig = {
-            "configurable": {"thread_id": thread_id},
-            "recursion_limit": recursion_limit(self.settings.step_budget),
-        }
-        state = self.graph.get_state(config).values
-        known = state.get("case_id")
+    def session_case(
+        self, case: str | Path | Case | None, known: str | None, thread_id: str
+    ) -> Case:
+        """The case a turn of session ``thread_id`` is about.
+
+        Args:
+            case: The case asked about, or None to keep the session's.
+            known: The id of the case the session is already about, or None for a new one.
+            thread_id: The session, named in errors.
+
+        Raises:
+            CaseError: If the case cannot be opened.
+            UserError: If a new session names no case, or the case is not the session's.
+        """
         if case is None:
             if known is None:
                 raise UserError(f"session {thread_id!r} is new: say which case it is about")
@@ -330,6 +344,19 @@ class SurgicalAgent:
                 f"session {thread_id!r} is about case {known!r}, not {opened.id!r}; "
                 "start a new session for another case"
             )
+        return opened
+
+    def _prepare(
+        self, question: str, case: str | Path | Case | None, thread_id: str
+    ) -> tuple[dict[str, Any], RunnableConfig, RunContext]:
+        if not question.strip():
+            raise UserError("the question is empty; ask something about the case")
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread_id},
+            "recursion_limit": recursion_limit(self.settings.step_budget),
+        }
+        state = self.graph.get_state(config).values
+        opened = self.session_case(case, state.get("case_id"), thread_id)
         repairs = close_dangling_calls(state.get("messages", []))
         if repairs:
             logger.warning("session %s: closed %d interrupted tool calls", thread_id, len(repairs))
@@ -339,7 +366,7 @@ class SurgicalAgent:
             "error": None,
             "result": None,
         }
-        return inputs, config, self._context(opened)
+        return inputs, config, self.run_context(opened)
 
     @contextlib.contextmanager
     def _turn(self, thread_id: str) -> Iterator[None]:

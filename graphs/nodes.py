@@ -188,6 +188,27 @@ def _context_window(ctx: RunContext) -> int | None:
     return setting or (listed() if callable(listed) else None)
 
 
+def _with_closing(sent: list[BaseMessage], closing: BaseMessage | None) -> list[BaseMessage]:
+    """``sent`` with a closing instruction, carried inside the tool results it follows.
+
+    Qwen3.5's chat template takes a user message after tool results as a new question and
+    drops the thinking of the tool loop before it; the instruction appended to the last tool
+    result keeps that thinking in view. After anything else it is a message of its own.
+    """
+    if closing is None:
+        return sent
+    last = sent[-1] if sent else None
+    if not isinstance(last, ToolMessage):
+        return [*sent, closing]
+    text = f"\n\n{closing.text}"
+    content = last.content
+    if isinstance(content, list):
+        joined: str | list[Any] = [*content, {"type": "text", "text": text}]
+    else:
+        joined = content + text
+    return [*sent[:-1], last.model_copy(update={"content": joined})]
+
+
 def _ask_planner(
     model: Any,
     system: SystemMessage,
@@ -204,12 +225,11 @@ def _ask_planner(
     ``closing``, a last instruction, joins the current turn.
     """
     schema_chars = len(json.dumps(schemas)) if schemas else 0
-    after = [closing] if closing is not None else []
-    fixed_chars = schema_chars + sum(message_chars(m)[0] for m in after)
+    fixed_chars = schema_chars + (message_chars(closing)[0] if closing is not None else 0)
     window = _context_window(ctx)
     for attempt in (1, 2):
         shown = _with_images(messages, ctx, tools)
-        sent: list[BaseMessage] = [system, *shown, *after]
+        sent: list[BaseMessage] = [system, *shown]
         note = None
         if window:
             reserve = getattr(getattr(ctx.settings, "planner", None), "max_tokens", 0) or 0
@@ -221,7 +241,7 @@ def _ask_planner(
                 image_tokens=(ctx.max_image_side // 32) ** 2,
                 fixed_chars=fixed_chars,
             )
-            sent = [*fitted.messages, *after]
+            sent = list(fitted.messages)
             if fitted.dropped:
                 turns = "turn" if fitted.dropped == 1 else "turns"
                 note = (
@@ -229,7 +249,7 @@ def _ask_planner(
                     f"the planner's {window:,}-token context"
                 )
         try:
-            reply = model.invoke(sent)
+            reply = model.invoke(_with_closing(sent, closing))
         except ImagesRefused:
             if attempt == 2 or ctx.planner_sees_images or ctx.planner_vision != "auto":
                 raise

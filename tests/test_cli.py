@@ -351,6 +351,26 @@ def test_a_hung_planner_ends_within_its_tries_with_one_sentence() -> None:
     assert " ".join(done.stderr.split()).count("stopped answering") >= 2
 
 
+def test_json_of_a_failed_run_keeps_the_steps_before_the_failure() -> None:
+    script = [
+        ScriptedReply(reasoning="Look.", tool_calls=[("look_at_frames", {"times": ["00:03"]})]),
+        ScriptedReply(status=503, error="the GPU worker died"),
+    ]
+    with ScriptedOpenAIServer(script) as server:
+        env = {
+            **openai_env(server),
+            "SURGAGENT_PLANNER__MAX_RETRIES": "0",
+            "SURGAGENT_KNOWLEDGE__ENABLED": "false",
+        }
+        done = run_cli("ask", "examples/sample_case/sample_lapchole.mp4", "Q?", "--json", env=env)
+    assert done.stdout, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "error" and "the GPU worker died" in result["answer"]
+    steps = [(step["node"], step.get("tool")) for step in result["trace"]]
+    assert ("tools", "look_at_frames") in steps, steps
+    assert [item["time"] for item in result["evidence"]] == [3.0]
+
+
 def test_timeout_bounds_a_trickling_server() -> None:
     # One SSE keep-alive every 0.2 s never lets a per-read timeout fire.
     script = [ScriptedReply(content="x" * 64, trickle=0.2)]

@@ -150,6 +150,12 @@ def test_looping_planner_stops_at_the_step_budget(case_video: Path) -> None:
     assert result.status == "budget_exhausted"
     assert result.answer == "Partial answer from frames [00:01]."
     assert sum(step.node == "plan" for step in result.trace) == 4  # 3 turns + the final answer
+    # The instruction to answer now travels inside the last tool result: a user message
+    # there would end the tool loop for Qwen3.5's template, and with it the loop's thinking.
+    last_call = agent.planner.seen[-1]  # type: ignore[attr-defined]
+    assert isinstance(last_call[-1], ToolMessage) and "step budget" in last_call[-1].text
+    assert [type(m).__name__ for m in last_call].count("HumanMessage") == 1
+    assert "Answer the question now" not in tool_messages(agent, result.thread_id)[-1].text
 
 
 def test_repeated_identical_call_is_refused(case_video: Path) -> None:

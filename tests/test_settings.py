@@ -153,14 +153,13 @@ def test_cache_dir_follows_data_dir_unless_set(
     assert get_settings().sessions_db == tmp_path / "data" / "sessions.sqlite"
 
 
-def test_langgraph_studio_graph_loads() -> None:
+def test_langgraph_json_names_the_graph_factory() -> None:
+    import importlib
     import json
 
     spec = json.loads((Path(__file__).parents[1] / "langgraph.json").read_text())
-    module_path, _, attr = spec["graphs"]["case_review"].partition(":")
-    assert module_path == "./agent/studio.py"
-    from surgagent.agent import studio
-
-    graph = getattr(studio, attr)
-    assert {"plan", "tools", "answer"} <= set(graph.get_graph().nodes)
+    module, _, attr = spec["graphs"]["case_review"].partition(":")
+    graph = getattr(importlib.import_module(module), attr)()
+    drawn = graph.get_graph(xray=True).nodes
+    assert {"review:plan", "review:tools", "review:answer"} <= set(drawn)
     assert graph.checkpointer is None  # the LangGraph server brings its own
