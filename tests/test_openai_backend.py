@@ -481,8 +481,9 @@ def test_hanging_server_times_out() -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_long_wait_is_reported_while_it_lasts(
-    stream: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    stream: bool, mode: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from surgagent.agent.backends import openai as backend
 
@@ -490,8 +491,17 @@ def test_a_long_wait_is_reported_while_it_lasts(
     monkeypatch.setattr(backend, "NOTICE_EVERY", 0.4)
     with ScriptedOpenAIServer([ScriptedReply(hang=True)]) as server:
         chat = make_chat(server, timeout=1.3, max_retries=0)
+
+        async def asked() -> Any:
+            if stream:
+                return [chunk async for chunk in chat.astream(QUESTION)]
+            return await chat.ainvoke(QUESTION)
+
         with pytest.raises(BackendError, match="stopped answering"):
-            streamed(chat) if stream else chat.invoke(QUESTION)
+            if mode == "async":
+                asyncio.run(asked())
+            else:
+                streamed(chat) if stream else chat.invoke(QUESTION)
     waits = [r.getMessage() for r in caplog.records if "without a reply" in r.getMessage()]
     assert len(waits) == 3  # at 0.3, 0.7 and 1.1 s
     assert waits[0].startswith(f"waiting for the planner at {server.base_url}: 0 s")

@@ -151,12 +151,31 @@ def _within(
                 thing.close()
 
 
-async def _abefore(deadline: float, step: Awaitable[T]) -> T:
-    """Await one step of a request, raising `_Overdue` once ``deadline`` has passed."""
+async def _abefore(
+    deadline: float, step: Awaitable[T], waiting: Callable[[float], None] | None = None
+) -> T:
+    """Await one step of a request, raising `_Overdue` once ``deadline`` has passed.
+
+    A long silence is reported to ``waiting`` as in `_within`.
+    """
+    task = asyncio.ensure_future(step)
+    start = time.monotonic()
+    notice = start + NOTICE_AFTER
     try:
-        return await asyncio.wait_for(step, max(deadline - time.monotonic(), 0.0))
-    except TimeoutError:
-        raise _Overdue() from None
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise _Overdue()
+            done, _ = await asyncio.wait({task}, timeout=min(deadline, notice) - now)
+            if done:
+                return task.result()
+            now = time.monotonic()
+            if now < deadline and waiting is not None:
+                waiting(now - start)
+            notice = now + NOTICE_EVERY
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -705,7 +724,9 @@ class OpenAIChat(ChatBackend):
         client = self._aclient()
 
         async def attempt() -> Any:
-            return await _abefore(self._deadline(), client.chat.completions.create(**body))
+            return await _abefore(
+                self._deadline(), client.chat.completions.create(**body), self._waiting
+            )
 
         return self._result(await self._aretrying(attempt), thinking, tools)
 
@@ -781,9 +802,13 @@ class OpenAIChat(ChatBackend):
 
         async def open_stream() -> tuple[Any, float, list[Any]]:
             deadline = self._deadline()
-            stream = await _abefore(deadline, client.chat.completions.create(**body))
+            stream = await _abefore(deadline, client.chat.completions.create(**body), self._waiting)
             try:
-                return stream, deadline, [await _abefore(deadline, stream.__anext__())]
+                return (
+                    stream,
+                    deadline,
+                    [await _abefore(deadline, stream.__anext__(), self._waiting)],
+                )
             except StopAsyncIteration:
                 return stream, deadline, []
             except BaseException:
@@ -797,7 +822,7 @@ class OpenAIChat(ChatBackend):
                     yield await self._aemit(message, run_manager)
             while True:
                 try:
-                    chunk = await _abefore(deadline, stream.__anext__())
+                    chunk = await _abefore(deadline, stream.__anext__(), self._waiting)
                 except StopAsyncIteration:
                     break
                 for message in reader.read(chunk):
