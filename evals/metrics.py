@@ -1,12 +1,15 @@
 """Metrics of the eval tasks, one implementation each, and `score_task` that applies them.
 
 Pure functions over gold and predicted values (numpy; ivtmetrics and scikit-learn imported
-where needed). Scores are percentages (0-100). An unparseable answer counts as wrong and is
-listed in `TaskScore.unparsed_ids`, never dropped. Cholec80 video-level phase metrics wrap
+where needed). The ``score_*`` functions are the scorers the task specs name
+(`surgagent.evals.tasks`); every metric they report is declared, with its direction, there.
+Scores are percentages (0-100). An unparseable answer counts as wrong and is listed in
+`TaskScore.unparsed_ids`, never dropped. Cholec80 video-level phase metrics wrap
 `surgagent.evals.phase_metrics` (`score_cholec80_dirs`); CholecT50 triplet AP goes through
 ivtmetrics.
 
-    score = score_task("cholec80-phase", [(item, parse_answer(item, text)) for item, text in xs])
+    spec = get_task("cholec80-phase")
+    score = score_task(spec.name, [(item, spec.parse(item, text)) for item, text in answers])
     print(score.primary.name, score.primary.value, score.metrics["macro_f1"])
 """
 
@@ -17,8 +20,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,15 +28,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from surgagent.evals.phase_files import score_cholec80_dirs
+from surgagent.evals.tasks import AnswerKind, Scored, TaskRegistryError, TaskSpec, get_task
 
 if TYPE_CHECKING:
     from surgagent.evals.records import TaskRecord
     from surgagent.tools.answers import Parsed
 
 __all__ = [
-    "ARENA_TASKS",
-    "TASK_METRICS",
-    "Metric",
     "PrimaryScore",
     "TaskScore",
     "accuracy",
@@ -42,8 +42,13 @@ __all__ = [
     "cvs_scores",
     "item_correct",
     "label_scores",
+    "score_boxes",
     "score_cholec80_dirs",
+    "score_cvs",
+    "score_labels",
     "score_task",
+    "score_tools",
+    "score_triplets",
     "set_f1",
     "triplet_ids",
     "triplet_map",
@@ -51,38 +56,6 @@ __all__ = [
 
 UNPARSED = "(unparsed)"
 TRIPLET_COMPONENTS = ("ivt", "i", "v", "t", "iv", "it")  # columns of ivtmetrics' map
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A task's primary metric: its key in `TaskScore.metrics`, direction and aggregation."""
-
-    name: str
-    higher_is_better: bool = True
-    aggregation: str = ""
-
-
-_ACCURACY = Metric("accuracy", True, "mean over items of item_correct (unparseable = wrong), x100")
-TASK_METRICS: dict[str, Metric] = {
-    "cholec80-phase": _ACCURACY,
-    "cholec80-phase-next": _ACCURACY,
-    "cholec80-tools": Metric("mean_f1", True, "per-item F1 of the tool set (both empty = 1), mean"),
-    "cholec80-multistep": _ACCURACY,
-    "cholect50-triplet": Metric(
-        "mAP_ivt",
-        True,
-        "ivtmetrics AP per triplet class over all items (binary predictions), "
-        "mean over the classes present in the gold (NaN skipped), x100",
-    ),
-    "endoscapes-cvs": Metric("mean_accuracy", True, "accuracy per criterion, mean of the three"),
-    "endovis18-vqa": _ACCURACY,
-    "endovis17-localization": Metric("mIoU", True, "box IoU per item (unparseable = 0), mean"),
-    "sar-rarp50-action": _ACCURACY,
-    "surgvlm-qa": _ACCURACY,
-}
-# SurgVLM-Bench: the arena score is the sum of these six tasks' primary scores (max 600).
-_ARENA = "endovis17-localization endovis18-vqa cholec80-phase sar-rarp50-action cholect50-triplet"
-ARENA_TASKS: dict[str, Metric] = {t: TASK_METRICS[t] for t in [*_ARENA.split(), "endoscapes-cvs"]}
 
 
 class PrimaryScore(BaseModel):
@@ -311,10 +284,11 @@ def _bools(values: Any) -> list[bool]:
     return [bool(v) if isinstance(v, bool) else float(v) >= 0.5 for v in values]
 
 
-def _same(task: str, gold: Any, value: Any) -> bool:
+def _same(kind: AnswerKind, gold: Any, value: Any) -> bool:
+    """Whether ``value`` answers ``gold`` right, compared as the task's answer kind says."""
     if isinstance(gold, dict):
         return isinstance(value, dict) and box_iou(gold["box"], value["box"]) >= 0.5
-    if task == "endoscapes-cvs" or (isinstance(gold, list) and gold and isinstance(gold[0], bool)):
+    if kind == "criteria" or (isinstance(gold, list) and gold and isinstance(gold[0], bool)):
         return isinstance(value, list | tuple) and _bools(gold) == _bools(value)
     if isinstance(gold, list | tuple):
         if not isinstance(value, list | tuple):
@@ -323,7 +297,7 @@ def _same(task: str, gold: Any, value: Any) -> bool:
         return as_set == {
             tuple(map(_key, x)) if isinstance(x, list | tuple) else _key(x) for x in value
         }
-    if task == "surgvlm-qa" and isinstance(value, str):  # free text: the gold phrase in it
+    if kind == "mixed" and isinstance(value, str):  # free text: the gold phrase in it
         return _key(gold) == _key(value) or _words(gold) in _words(value)
     return _key(gold) == _key(value)
 
@@ -333,23 +307,25 @@ def item_correct(item: TaskRecord, parsed: Parsed[Any] | None) -> bool | None:
 
     The label; the exact set (tools, triplets); all three CVS criteria; box IoU >= 0.5;
     surgvlm-qa free text holding the gold phrase. Unparseable is False; None without gold.
+
+    Raises:
+        ValueError: For an item of an unregistered task.
     """
+    kind = get_task(item.task).answer
     if parsed is None or not parsed.ok or parsed.value is None:
         return False
     gold = _gold(item)
-    return None if gold is None else _same(item.task, gold, parsed.value)
+    return None if gold is None else _same(kind, gold, parsed.value)
 
 
-_Scored = tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any] | None]
-
-
-def _correct(task: str, items: Sequence[TaskRecord], values: list[Any]) -> list[bool]:
+def _correct(spec: TaskSpec, items: Sequence[TaskRecord], values: list[Any]) -> list[bool]:
     pairs = zip(items, values, strict=True)
-    return [v is not None and _same(task, _gold(item), v) for item, v in pairs]
+    return [v is not None and _same(spec.answer, _gold(item), v) for item, v in pairs]
 
 
-def _score_labels(task: str, items: Sequence[TaskRecord], values: list[Any]) -> _Scored:
-    metrics = {"accuracy": accuracy(_correct(task, items, values))}
+def score_labels(spec: TaskSpec, items: Sequence[TaskRecord], values: list[Any]) -> Scored:
+    """Accuracy, and per-class and macro precision/recall/F1 where every value is a label."""
+    metrics = {"accuracy": accuracy(_correct(spec, items, values))}
     golds = [_gold(item) for item in items]
     if not all(isinstance(g, str) for g in golds + [v for v in values if v is not None]):
         return metrics, {}, None  # e.g. surgvlm-qa mixing boxes, lists and text
@@ -359,7 +335,8 @@ def _score_labels(task: str, items: Sequence[TaskRecord], values: list[Any]) -> 
     return metrics | macro, per_class, confusion
 
 
-def _score_tools(task: str, items: Sequence[TaskRecord], values: list[Any]) -> _Scored:
+def score_tools(spec: TaskSpec, items: Sequence[TaskRecord], values: list[Any]) -> Scored:
+    """Mean per-item set F1, exact match, and per-tool precision/recall/F1."""
     golds = [list(_gold(item)) for item in items]
     preds = [list(v) if v is not None else None for v in values]
     f1 = [0.0 if p is None else set_f1(g, p) for g, p in zip(golds, preds, strict=True)]
@@ -371,7 +348,7 @@ def _score_tools(task: str, items: Sequence[TaskRecord], values: list[Any]) -> _
         per_class[label] = _prf((in_gold & in_pred).sum(), in_gold.sum(), in_pred.sum())
     metrics = {
         "mean_f1": 100.0 * float(np.mean(f1)),
-        "exact_match": accuracy(_correct(task, items, values)),
+        "exact_match": accuracy(_correct(spec, items, values)),
         "macro_f1": _macro(per_class, "f1"),
     }
     return metrics, per_class, None
@@ -388,14 +365,15 @@ def _triplet_rows(rows: Any, ids: dict[tuple[str, str, str], int]) -> tuple[Any,
     return matrix, unknown
 
 
-def _score_triplets(task: str, items: Sequence[TaskRecord], values: list[Any]) -> _Scored:
+def score_triplets(spec: TaskSpec, items: Sequence[TaskRecord], values: list[Any]) -> Scored:
+    """Triplet and component mAP (ivtmetrics), exact match, answered unknown triplets."""
     ids = triplet_ids()
     names = {k: ",".join(t) for t, k in ids.items()}
     gold = [_triplet_rows(_gold(item), ids) for item in items]
     pred = [_triplet_rows(v, ids) for v in values]
     result = triplet_map(np.stack([g for g, _ in gold]), np.stack([p for p, _ in pred]))
     metrics = {f"mAP_{c}": result[f"mAP_{c}"] for c in TRIPLET_COMPONENTS}
-    metrics["exact_match"] = accuracy(_correct(task, items, values))
+    metrics["exact_match"] = accuracy(_correct(spec, items, values))
     metrics["unknown_triplets"] = float(sum(u for _, u in pred))
     per_class = {
         names[k]: {"AP": 100.0 * float(ap)}
@@ -405,8 +383,9 @@ def _score_triplets(task: str, items: Sequence[TaskRecord], values: list[Any]) -
     return metrics, per_class, None
 
 
-def _score_cvs(task: str, items: Sequence[TaskRecord], values: list[Any]) -> _Scored:
-    del task
+def score_cvs(spec: TaskSpec, items: Sequence[TaskRecord], values: list[Any]) -> Scored:
+    """`cvs_scores`; an unparseable answer has every criterion wrong."""
+    del spec
     gold = np.array([_bools(_gold(item)) for item in items], dtype=bool).reshape(-1, 3)
     # Unparseable: every criterion wrong, so it also counts against balanced accuracy and AP.
     pred = np.array(
@@ -415,38 +394,32 @@ def _score_cvs(task: str, items: Sequence[TaskRecord], values: list[Any]) -> _Sc
     return cvs_scores(gold, pred), {}, None
 
 
-def _score_boxes(task: str, items: Sequence[TaskRecord], values: list[Any]) -> _Scored:
-    del task
+def score_boxes(spec: TaskSpec, items: Sequence[TaskRecord], values: list[Any]) -> Scored:
+    """Mean box IoU (unparseable = 0) and the share of items with IoU >= 0.5."""
+    del spec
     pairs = zip(items, values, strict=True)
     ious = [0.0 if v is None else box_iou(_gold(item)["box"], v["box"]) for item, v in pairs]
     metrics = {"mIoU": 100.0 * float(np.mean(ious)), "acc@0.5": accuracy([x >= 0.5 for x in ious])}
     return metrics, {}, None
 
 
-_SCORERS: dict[str, Callable[[str, Sequence[TaskRecord], list[Any]], _Scored]] = {
-    "cholec80-tools": _score_tools,
-    "cholect50-triplet": _score_triplets,
-    "endoscapes-cvs": _score_cvs,
-    "endovis17-localization": _score_boxes,
-}
-
-
 def score_task(task: str, pairs: Sequence[tuple[TaskRecord, Parsed[Any] | None]]) -> TaskScore:
-    """Score one system on one task: the primary metric, the others, per class, confusion.
+    """Score one system on one task with its spec's scorer: every metric, per class, confusion.
 
     Args:
-        task: A task of `TASK_METRICS`.
+        task: A registered task (`surgagent.evals.tasks.TASKS`).
         pairs: Each item with its parsed answer (None, or not ok, where unparseable or failed).
 
     Returns:
         The `TaskScore`; unparseable answers count as wrong and are listed.
 
     Raises:
-        ValueError: For an unknown task (naming the known ones), no pairs, or an item of
-            another task.
+        ValueError: For an unknown task (naming the closest and the known ones), no pairs, or
+            an item of another task.
+        TaskRegistryError: If the scorer reports a metric the spec does not declare, or not
+            the primary one (a bug in the spec or the scorer).
     """
-    if task not in TASK_METRICS:
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_METRICS)}")
+    spec = get_task(task)
     if not pairs:
         raise ValueError(f"no items to score for {task}")
     items = [item for item, _ in pairs]
@@ -455,14 +428,19 @@ def score_task(task: str, pairs: Sequence[tuple[TaskRecord, Parsed[Any] | None]]
         raise ValueError(f"items of other tasks given to score {task}: {', '.join(strays[:5])}")
     values = [p.value if p is not None and p.ok else None for _, p in pairs]
     unparsed = [item.id for item, v in zip(items, values, strict=True) if v is None]
-    scorer = _SCORERS.get(task, _score_labels)
-    metrics, per_class, confusion = scorer(task, items, values)
-    metric = TASK_METRICS[task]
+    metrics, per_class, confusion = spec.score(items, values)
+    undeclared = sorted(set(metrics) - {metric.name for metric in spec.metrics})
+    if undeclared or spec.primary not in metrics:
+        raise TaskRegistryError(
+            f"task {task}: its scorer {spec.scorer} reported {', '.join(sorted(metrics))}; "
+            f"the spec declares {', '.join(m.name for m in spec.metrics)} (primary "
+            f"{spec.primary}). Declare every metric the scorer reports in the TaskSpec."
+        )
     return TaskScore(
         task=task,
         n=len(items),
         n_unparsed=len(unparsed),
-        primary=PrimaryScore(name=metric.name, value=metrics[metric.name]),
+        primary=PrimaryScore(name=spec.primary, value=metrics[spec.primary]),
         metrics=metrics,
         per_class=per_class,
         confusion=confusion,

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from surgagent.evals.metrics import ARENA_TASKS, TaskScore, score_task
+from surgagent.evals.metrics import TaskScore, score_task
 from surgagent.evals.records import ResultRecord, TaskRecord, read_results, read_tasks
 from surgagent.evals.runner import read_manifest, results_files
+from surgagent.evals.tasks import TASKS, MetricSpec, get_task
 from surgagent.tools.answers import Parsed
 
 __all__ = ["Delta", "Report", "SystemCost", "build_report", "write_report"]
@@ -64,6 +65,7 @@ class Report(BaseModel):
     context: str
     systems: list[str]
     scores: dict[str, dict[str, TaskScore]]  # task -> system -> score
+    primary_metrics: dict[str, MetricSpec] = Field(default_factory=dict)  # task -> its spec's
     arena: dict[str, float]
     arena_tasks: list[str]
     deltas: list[Delta]
@@ -152,7 +154,8 @@ def build_report(
         task: {s: score_task(task, _pairs(task_items, latest[s])) for s in systems}
         for task, task_items in sorted(by_task.items())
     }
-    arena_tasks = [task for task in ARENA_TASKS if task in scores]
+    bench = [spec.name for spec in TASKS.arena()]
+    arena_tasks = [task for task in bench if task in scores]
     arena = {s: round(sum(scores[t][s].primary.value for t in arena_tasks), 2) for s in systems}
     deltas = []
     if baseline in systems:
@@ -187,9 +190,11 @@ def build_report(
             "Cholec80 metrics with the 10 s relaxed boundary come from `surgagent eval score` "
             "on phase files (variant named there)."
         )
-    if len(arena_tasks) < len(ARENA_TASKS):
-        missing = ", ".join(t for t in ARENA_TASKS if t not in arena_tasks)
-        notes.append(f"arena sum over {len(arena_tasks)} of 6 tasks (missing: {missing}).")
+    if len(arena_tasks) < len(bench):
+        missing = ", ".join(t for t in bench if t not in arena_tasks)
+        notes.append(
+            f"arena sum over {len(arena_tasks)} of {len(bench)} tasks (missing: {missing})."
+        )
     return Report(
         runs=[str(d) for d in run_dirs],
         tasks_name=manifest.tasks_name,
@@ -197,6 +202,7 @@ def build_report(
         context=manifest.context,
         systems=systems,
         scores=scores,
+        primary_metrics={task: get_task(task).primary_metric for task in scores},
         arena=arena,
         arena_tasks=arena_tasks,
         deltas=deltas,
@@ -226,6 +232,7 @@ def _markdown(report: Report, plots: list[str]) -> str:
     if report.arena_tasks:
         arena = " | ".join(f"{report.arena[s]:.2f}" for s in report.systems)
         lines.append(f"| **arena sum** | sum of {len(report.arena_tasks)} | | {arena} |")
+    lines += _metric_lines(report)
     if report.deltas:
         lines += [
             "",
@@ -275,6 +282,17 @@ def _markdown(report: Report, plots: list[str]) -> str:
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def _metric_lines(report: Report) -> list[str]:
+    """What each primary metric is, as the task specs define it."""
+    if not report.primary_metrics:
+        return []
+    lines = ["", "Primary metrics, as the task specs define them:", ""]
+    for task, metric in report.primary_metrics.items():
+        better = "higher" if metric.higher_is_better else "lower"
+        lines.append(f"- {task}: {metric.name} ({better} is better): {metric.aggregation}")
+    return lines
 
 
 def _plots(report: Report, folder: Path) -> list[str]:

@@ -2,9 +2,12 @@
 
 Each finished (item, system) pair is appended to ``results.jsonl`` in the run folder as soon as
 it is done, so a killed run loses at most the items in flight and a rerun skips what is
-finished. Failed items are recorded with their error and tried again with
-``retry_failed=True``. Work runs in threads (model calls are I/O bound) under one concurrency
-limit; with ``context="case"`` the items of one case form one conversation, in order.
+finished. The failures an eval expects (`KNOWN_FAILURES`: a backend down or timing out, a case
+that cannot be read, a request the agent refuses) are recorded as failed items and tried again
+with ``retry_failed=True``; anything else is a bug: pending work is cancelled, the items in
+flight finish and are kept, and the error is raised with its traceback. Work runs in threads
+(model calls are I/O bound) under one concurrency limit; with ``context="case"`` the items of
+one case form one conversation, in order.
 
     summary = run_eval(Path("tasks.jsonl"), Path("runs/r1"), systems, concurrency=8)
     print(summary.done, summary.failed)
@@ -12,14 +15,13 @@ limit; with ``context="case"`` the items of one case form one conversation, in o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
@@ -28,21 +30,55 @@ from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 from pydantic import BaseModel
 
+from surgagent.agent.errors import BackendError, CaseError, ToolInputError, UserError
 from surgagent.evals.records import (
     ResultRecord,
     TaskRecord,
+    Usage,
     append_result,
     read_results,
     read_tasks,
     shard,
 )
+from surgagent.evals.tasks import TASKS, get_task
 
-__all__ = ["EvalSystem", "RunManifest", "RunSummary", "results_files", "run_eval"]
+__all__ = [
+    "KNOWN_FAILURES",
+    "EvalSystem",
+    "RunRefused",
+    "RunManifest",
+    "RunSummary",
+    "failed_result",
+    "results_files",
+    "run_eval",
+]
 
 logger = logging.getLogger(__name__)
 
 Context = Literal["fresh", "case"]
 Progress = Callable[[int, int], None]
+Unit = list[tuple[str, TaskRecord, int]]
+
+# What may fail one item without stopping the run: the model or its server (down, refusing,
+# timing out), the item's case or frames (missing, corrupt), a request the agent refuses as
+# asked. Parse failures are not errors at all: an unparseable answer is an ``ok`` result that
+# scores as wrong. A `ConfigError` (the settings cannot run) or anything else stops the run.
+KNOWN_FAILURES: tuple[type[Exception], ...] = (
+    BackendError,
+    CaseError,
+    ToolInputError,
+    UserError,
+    TimeoutError,
+)
+
+
+class RunRefused(ValueError):
+    """A run that cannot start as asked; nothing was run. The message says what to change.
+
+    Raised for an unreadable task set or bad shard, a task without a spec, a run folder
+    holding another task set or context, or a results file another run is writing. Anything
+    else `run_eval` raises is a bug, so a CLI turns only this into one friendly line.
+    """
 
 
 class EvalSystem(Protocol):
@@ -53,7 +89,8 @@ class EvalSystem(Protocol):
     def answer(self, item: TaskRecord, thread_id: str | None) -> ResultRecord:
         """Answer ``item``; ``thread_id`` continues a conversation (``context="case"``).
 
-        Failures are returned as ``status="failed"`` results, not raised.
+        The `KNOWN_FAILURES` are returned as ``status="failed"`` results (the runner records
+        them too where they are raised); anything else raised stops the run.
         """
         ...
 
@@ -83,6 +120,19 @@ class RunSummary(BaseModel):
     seconds: float
 
 
+def failed_result(item: TaskRecord, system: str, error: str, latency_s: float) -> ResultRecord:
+    """The result of an item that failed with one of the `KNOWN_FAILURES`."""
+    return ResultRecord(
+        item_id=item.id,
+        task=item.task,
+        system=system,
+        status="failed",
+        gold=item.gold,
+        error=error,
+        usage=Usage(latency_s=round(latency_s, 3)),
+    )
+
+
 def results_files(run_dir: Path) -> list[Path]:
     """Every results file of a run folder (one per shard), in name order."""
     return sorted(run_dir.glob("results*.jsonl"))
@@ -99,12 +149,12 @@ def _check_manifest(run_dir: Path, manifest: RunManifest) -> None:
     if path.exists():
         old = RunManifest.model_validate_json(path.read_text())
         if old.tasks_version != manifest.tasks_version:
-            raise ValueError(
+            raise RunRefused(
                 f"{run_dir} holds a run of task set {old.tasks_name} version "
                 f"{old.tasks_version}, not {manifest.tasks_version}; use another --out folder"
             )
         if old.context != manifest.context:
-            raise ValueError(
+            raise RunRefused(
                 f"{run_dir} was run with --context {old.context}; resume it the same way "
                 "or use another --out folder"
             )
@@ -137,16 +187,28 @@ def _pending(
     return pending, skipped
 
 
-def _units(
-    pending: list[tuple[str, TaskRecord, int]], context: Context
-) -> list[list[tuple[str, TaskRecord, int]]]:
+def _units(pending: Unit, context: Context) -> list[Unit]:
     """Units of work: one item each, or one case's items in order (one conversation)."""
     if context == "fresh":
         return [[entry] for entry in pending]
-    grouped: dict[tuple[str, str], list[tuple[str, TaskRecord, int]]] = defaultdict(list)
+    grouped: dict[tuple[str, str], Unit] = defaultdict(list)
     for entry in pending:
         grouped[(entry[0], entry[1].case or entry[1].id)].append(entry)
     return list(grouped.values())
+
+
+def _check_tasks(tasks_file: Path, tasks: Sequence[TaskRecord]) -> None:
+    """Every task of the set has a spec, so nothing is run that cannot be scored.
+
+    Raises:
+        RunRefused: For a task without a spec, naming the closest registered one.
+    """
+    TASKS.check()
+    for name in sorted({item.task for item in tasks}):
+        try:
+            get_task(name)
+        except ValueError as error:
+            raise RunRefused(f"{tasks_file}: {error}") from None
 
 
 def run_eval(
@@ -173,13 +235,21 @@ def run_eval(
         progress: Called with ``(finished, planned)`` after each item.
 
     Raises:
-        ValueError: If the run folder holds another task set or context, a bad shard, or
-            another process is writing the same results file.
+        RunRefused: Before anything runs, if the task set cannot be read or has a task
+            without a spec, the shard is bad, the run folder holds another task set or
+            context, or another process is writing the same results file.
+        Exception: Whatever a system raised that is not one of the `KNOWN_FAILURES` (a bug),
+            with its traceback, after the items in flight finished; no further item is
+            started, and every finished result is in the results file, so a rerun resumes.
     """
     began = time.perf_counter()
-    header, tasks = read_tasks(tasks_file)
-    if shard_spec is not None:
-        tasks = shard(tasks, *shard_spec)
+    try:
+        header, tasks = read_tasks(tasks_file)
+        if shard_spec is not None:
+            tasks = shard(tasks, *shard_spec)
+    except ValueError as error:  # their documented input errors
+        raise RunRefused(str(error)) from error
+    _check_tasks(tasks_file, tasks)
     manifest = RunManifest(
         tasks_file=str(Path(tasks_file).resolve()),
         tasks_name=header.name,
@@ -194,33 +264,74 @@ def run_eval(
     with _only_writer(results_path):
         previous = list(read_results(results_path))
         pending, skipped = _pending(tasks, sorted(systems), previous, retry_failed)
-        counts = {"done": 0, "failed": 0}
-        write_lock = threading.Lock()
-
-        def run_unit(unit: list[tuple[str, TaskRecord, int]]) -> None:
-            for system_name, item, attempt in unit:
-                system = systems[system_name]
-                thread = None
-                if context == "case":
-                    thread = f"{system_name}:{item.case or item.id}:{attempt}"
-                result = system.answer(item, thread)
-                result = result.model_copy(update={"attempt": attempt, "context": context})
-                with write_lock:
-                    append_result(results_path, result)
-                    counts["done" if result.status == "ok" else "failed"] += 1
-                    if progress:
-                        progress(counts["done"] + counts["failed"], len(pending))
-
-        asyncio.run(_run_units(_units(pending, context), run_unit, concurrency))
+        work = _Work(systems, context, results_path, len(pending), progress)
+        try:
+            _run_units(_units(pending, context), work, concurrency)
+        except Exception as error:
+            finished = work.counts["done"] + work.counts["failed"]
+            note = (
+                f"eval run stopped: {finished} of {len(pending)} items finished and are kept in "
+                f"{results_path}; the rest were not run. Fix the cause and rerun to resume."
+            )
+            error.add_note(note)
+            logger.error("%s (%s: %s)", note, type(error).__name__, error)
+            raise
         return RunSummary(
             run_dir=str(run_dir),
             results_file=str(results_path),
             planned=len(pending),
-            done=counts["done"],
+            done=work.counts["done"],
             skipped=skipped,
-            failed=counts["failed"],
+            failed=work.counts["failed"],
             seconds=round(time.perf_counter() - began, 3),
         )
+
+
+class _Work:
+    """Runs units of work, appending each result as it finishes.
+
+    No item starts once `stop` is set (by a bug in another unit, or an interrupt).
+    """
+
+    def __init__(
+        self,
+        systems: Mapping[str, EvalSystem],
+        context: Context,
+        results_path: Path,
+        planned: int,
+        progress: Progress | None,
+    ) -> None:
+        self.systems = systems
+        self.context = context
+        self.results_path = results_path
+        self.planned = planned
+        self.progress = progress
+        self.counts = {"done": 0, "failed": 0}
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, unit: Unit) -> None:
+        for system_name, item, attempt in unit:
+            if self.stop.is_set():
+                return
+            thread = None
+            if self.context == "case":
+                thread = f"{system_name}:{item.case or item.id}:{attempt}"
+            began = time.perf_counter()
+            try:
+                result = self.systems[system_name].answer(item, thread)
+            except KNOWN_FAILURES as error:
+                why, elapsed = f"{type(error).__name__}: {error}", time.perf_counter() - began
+                result = failed_result(item, system_name, why, elapsed)
+            except Exception as error:
+                error.add_note(f"raised while {system_name} answered item {item.id}")
+                raise
+            result = result.model_copy(update={"attempt": attempt, "context": self.context})
+            with self._lock:
+                append_result(self.results_path, result)
+                self.counts["done" if result.status == "ok" else "failed"] += 1
+                if self.progress:
+                    self.progress(self.counts["done"] + self.counts["failed"], self.planned)
 
 
 @contextlib.contextmanager
@@ -230,7 +341,7 @@ def _only_writer(results_path: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except FileLockTimeout:
-        raise ValueError(
+        raise RunRefused(
             f"{results_path} is being written by another eval run; wait for it to finish, or "
             "give this one its own --out (or --shard)"
         ) from None
@@ -240,17 +351,33 @@ def _only_writer(results_path: Path) -> Iterator[None]:
         lock.release()
 
 
-async def _run_units(
-    units: list[list[tuple[str, TaskRecord, int]]],
-    run_unit: Callable[[list[tuple[str, TaskRecord, int]]], None],
-    concurrency: int,
-) -> None:
-    """Run units in a thread pool, at most ``concurrency`` at once, failing on the first bug."""
+def _run_units(units: list[Unit], work: _Work, concurrency: int) -> None:
+    """Run units in a thread pool, at most ``concurrency`` at once, stopping on the first bug.
+
+    A unit that raises sets ``work.stop`` before its thread can take another unit, so no item
+    starts after it; units not started are cancelled, those in flight finish their current
+    item. Then the first error is raised again (an interrupt stops the same way).
+    """
     if not units:
         return
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="eval") as pool:
-        await asyncio.gather(*(loop.run_in_executor(pool, run_unit, unit) for unit in units))
+    errors: list[BaseException] = []
+
+    def guarded(unit: Unit) -> None:
+        try:
+            work(unit)
+        except BaseException as error:
+            errors.append(error)
+            work.stop.set()
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="eval")
+    try:
+        wait([pool.submit(guarded, unit) for unit in units], return_when=FIRST_EXCEPTION)
+    finally:
+        work.stop.set()  # after a bug or an interrupt; a no-op once every unit is done
+        pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise errors[0]
 
 
 def read_manifest(run_dir: Path) -> RunManifest:

@@ -1,26 +1,34 @@
 """The systems an eval compares: the agent, the bare VLM (``direct``), the agent with oracles.
 
-Both systems get the same text (`prompt_of`) and the same frames: ``direct`` sends the item's
-frames with the question to the planner model in one call; the agent gets the item's case
-(the video, or a small case made of the item's frames) and decides itself what to look at.
+Both systems get the same text (`prompt_of`, made as the item's `TaskSpec` says) and the
+same frames: ``direct`` sends the item's frames with the question to the planner model in one
+call; the agent gets the item's case (the video, or a small case made of the item's frames)
+and decides itself what to look at.
 ``agent-oracle`` is the agent whose detector and phase tools answer from the gold
 annotations, the upper bound that separates planning errors from perception errors.
 
     systems = make_systems(["agent", "direct"], media_root=Path("data/cholec80"))
     result = systems["direct"].answer(item, thread_id=None)
+
+A system returns the `KNOWN_FAILURES` (backend, case, refused request, timeout) as failed
+results and lets anything else through: the runner stops on it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from surgagent.agent.errors import CaseError
 from surgagent.evals.metrics import item_correct
-from surgagent.evals.parsers import parse_answer
 from surgagent.evals.records import ResultRecord, TaskRecord, Usage
+from surgagent.evals.runner import KNOWN_FAILURES, failed_result
+from surgagent.evals.tasks import get_task
 
 if TYPE_CHECKING:
     from surgagent.agent.api import SurgicalAgent
@@ -34,14 +42,16 @@ SYSTEMS = ("agent", "direct", "agent-oracle")
 
 
 def prompt_of(item: TaskRecord) -> str:
-    """The text every system is asked: the question, then the options where there are any."""
-    if not item.choices:
-        return item.question
-    return f"{item.question}\nOptions: {', '.join(item.choices)}."
+    """The text every system is asked, made by the item's task spec (`TaskSpec.prompt`).
+
+    Raises:
+        ValueError: For an item of an unregistered task.
+    """
+    return get_task(item.task).prompt(item)
 
 
 def _scored(item: TaskRecord, system: str, text: str, **fields: Any) -> ResultRecord:
-    parsed = parse_answer(item, text)
+    parsed = get_task(item.task).parse(item, text)
     return ResultRecord(
         item_id=item.id,
         task=item.task,
@@ -56,46 +66,48 @@ def _scored(item: TaskRecord, system: str, text: str, **fields: Any) -> ResultRe
     )
 
 
-def _failed(item: TaskRecord, system: str, error: str, latency: float) -> ResultRecord:
-    return ResultRecord(
-        item_id=item.id,
-        task=item.task,
-        system=system,
-        status="failed",
-        gold=item.gold,
-        error=error,
-        usage=Usage(latency_s=round(latency, 3)),
-    )
-
-
 class _Media:
     """Resolves an item's media to files, and frame items to small cases of their own."""
 
     def __init__(self, root: Path, cases_dir: Path) -> None:
         self.root = root
         self.cases_dir = cases_dir
+        self._making = threading.Lock()  # items sharing frames may be run at the same time
 
     def path(self, name: str) -> Path:
         path = Path(name).expanduser()
         return path if path.is_absolute() else self.root / path
 
     def case(self, item: TaskRecord) -> Path:
-        """The video, or a folder of symlinks to the item's frames (a frame-folder case)."""
+        """The video, or a folder of symlinks to the item's frames (a frame-folder case).
+
+        Raises:
+            CaseError: If the item has neither a video nor frames.
+        """
         if item.media.video:
             return self.path(item.media.video)
         if not item.media.frames:
-            raise ValueError(f"item {item.id} has neither a video nor frames")
+            raise CaseError(f"item {item.id} has neither a video nor frames; rebuild the task set")
         key = hashlib.sha256("\n".join(item.media.frames).encode()).hexdigest()[:16]
         folder = self.cases_dir / key
-        if not folder.exists():
-            staging = folder.with_name(folder.name + ".tmp")
-            staging.mkdir(parents=True, exist_ok=True)
-            for k, frame in enumerate(item.media.frames):
-                source = self.path(frame)
-                link = staging / f"frame_{k:04d}{source.suffix.lower()}"
-                if not link.exists():
+        with self._making:
+            if not folder.exists():
+                self.cases_dir.mkdir(parents=True, exist_ok=True)
+                # A staging folder of its own, renamed into place whole: a shard in another
+                # process making the same case cannot see it half made.
+                staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.cases_dir))
+                for k, frame in enumerate(item.media.frames):
+                    source = self.path(frame)
+                    link = staging / f"frame_{k:04d}{source.suffix.lower()}"
                     link.symlink_to(source.resolve())
-            staging.rename(folder)
+                try:
+                    staging.rename(folder)
+                except OSError:
+                    if not folder.is_dir():
+                        raise
+                    for link in staging.iterdir():  # the other process made it first
+                        link.unlink()
+                    staging.rmdir()
         return folder
 
     def images(self, item: TaskRecord, cache: CaseCache, max_side: int) -> list[Any]:
@@ -121,14 +133,12 @@ class DirectSystem:
 
     def answer(self, item: TaskRecord, thread_id: str | None) -> ResultRecord:
         """Ask the model once (conversations do not apply: every call stands alone)."""
-        from surgagent.tools.errors import SurgAgentError
-
         began = time.perf_counter()
         try:
             images = self.media.images(item, self.cache, self.max_side)
             reply = self.model.answer(images, prompt_of(item))
-        except (SurgAgentError, OSError, ValueError) as error:
-            return _failed(item, self.name, str(error), time.perf_counter() - began)
+        except KNOWN_FAILURES as error:
+            return failed_result(item, self.name, str(error), time.perf_counter() - began)
         usage = Usage(
             prompt_tokens=reply.usage.prompt_tokens,
             completion_tokens=reply.usage.completion_tokens,
@@ -149,18 +159,16 @@ class AgentSystem:
 
     def answer(self, item: TaskRecord, thread_id: str | None) -> ResultRecord:
         """Run the graph on the item's case (continuing ``thread_id`` where given)."""
-        from surgagent.tools.errors import SurgAgentError
-
         began = time.perf_counter()
         try:
             result = self.agent.invoke(
                 prompt_of(item), case=self.media.case(item), thread_id=thread_id
             )
-        except (SurgAgentError, OSError, ValueError) as error:
-            return _failed(item, self.name, str(error), time.perf_counter() - began)
+        except KNOWN_FAILURES as error:
+            return failed_result(item, self.name, str(error), time.perf_counter() - began)
         latency = time.perf_counter() - began
         if result.status == "error":
-            return _failed(item, self.name, result.answer, latency)
+            return failed_result(item, self.name, result.answer, latency)
         usage = Usage(
             prompt_tokens=result.usage.prompt_tokens,
             completion_tokens=result.usage.completion_tokens,

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 
 from surgagent.evals.metrics import (
-    ARENA_TASKS,
-    TASK_METRICS,
     box_iou,
     cvs_scores,
     item_correct,
@@ -24,9 +22,10 @@ from surgagent.evals.metrics import (
     triplet_ids,
     triplet_map,
 )
-from surgagent.evals.parsers import PARSERS, gold_value, parse_answer
+from surgagent.evals.parsers import gold_value, parse_answer
 from surgagent.evals.phase_files import score_cholec80_dirs
 from surgagent.evals.records import TaskRecord
+from surgagent.evals.tasks import TASKS
 from surgagent.tools.answers import Parsed
 from surgagent.tools.phase.annotations import write_cholec80_phase_file
 from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
@@ -222,7 +221,6 @@ def test_sar_actions_and_vqa_choices() -> None:
 def test_unknown_task_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="cholec80-phase"):
         parse_answer(item("no-such-task", "x"), "x")
-    assert set(PARSERS) == set(TASK_METRICS)
 
 
 # -- label metrics ---------------------------------------------------------------------------
@@ -483,7 +481,7 @@ def test_cholec80_dirs_name_missing_and_mismatched_videos(phase_dirs: tuple[Path
 
 
 def test_registries_and_errors() -> None:
-    assert list(ARENA_TASKS) == [
+    assert [spec.name for spec in TASKS.arena()] == [
         "endovis17-localization",
         "endovis18-vqa",
         "cholec80-phase",
@@ -491,8 +489,11 @@ def test_registries_and_errors() -> None:
         "cholect50-triplet",
         "endoscapes-cvs",
     ]
-    assert all(metric.higher_is_better and metric.aggregation for metric in TASK_METRICS.values())
-    with pytest.raises(ValueError, match="known tasks"):
+    primaries = [spec.primary_metric for spec in TASKS.values()]
+    assert all(metric.higher_is_better and metric.aggregation for metric in primaries)
+    with pytest.raises(ValueError, match="Did you mean 'cholec80-phase'"):
+        score_task("cholec80-phse", [(phase("Preparation"), None)])
+    with pytest.raises(ValueError, match="Known tasks"):
         score_task("nope", [(phase("Preparation"), None)])
     with pytest.raises(ValueError, match="other tasks"):
         score_task("cholec80-tools", [(phase("Preparation"), None)])

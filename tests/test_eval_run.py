@@ -18,15 +18,27 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from surgagent.agent.errors import BackendError, CaseError
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-from surgagent.evals.records import read_results, read_tasks
+from surgagent.evals.records import (
+    Media,
+    ResultRecord,
+    TaskRecord,
+    read_results,
+    read_tasks,
+    write_tasks,
+)
+from surgagent.evals.runner import RunRefused, run_eval
 from surgagent.tools.phase.annotations import write_cholec80_phase_file
 from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
 from tests.fixtures.cli import run_cli
@@ -183,3 +195,126 @@ def test_tasks_run_killed_resumed_and_reported(tmp_path: Path) -> None:
     markdown = (run_dir / "report" / "report.md").read_text()
     assert "| cholec80-phase | accuracy |" in markdown and "Per-phase F1" in markdown
     assert (run_dir / "report" / "plots" / "scores.png").stat().st_size > 1000
+
+
+# -- the runner: known failures are failed items, anything else stops the run -----------------
+
+
+def phase_items(n: int) -> list[TaskRecord]:
+    return [
+        TaskRecord(
+            id=f"cholec80-phase/video{k // 6 + 1:02d}/t{k % 6 * 30:04d}",
+            task="cholec80-phase",
+            dataset="cholec80",
+            case=f"video{k // 6 + 1:02d}",
+            media=Media(video=f"videos/video{k // 6 + 1:02d}.mp4", start=k % 6 * 30),
+            question=f"Which surgical phase is in progress at {k % 6 // 2:02d}:{k % 2 * 30:02d}?",
+            choices=list(CHOLEC80_PHASES),
+            gold="Preparation",
+        )
+        for k in range(n)
+    ]
+
+
+class Scripted:
+    """A system that answers "Preparation" after ``delay`` s, or raises ``errors[item.id]``.
+
+    The items in ``together`` start only once all of them have (so they are in flight at once).
+    """
+
+    name = "direct"
+
+    def __init__(
+        self, errors: dict[str, BaseException], delay: float = 0.0, together: Sequence[str] = ()
+    ) -> None:
+        self.errors = errors
+        self.delay = delay
+        self.together = set(together)
+        self.barrier = threading.Barrier(max(1, len(together)), timeout=10)
+        self.started: list[str] = []
+
+    def answer(self, item: TaskRecord, thread_id: str | None) -> ResultRecord:
+        self.started.append(item.id)
+        if item.id in self.together:
+            self.barrier.wait()
+        if item.id in self.errors:
+            raise self.errors[item.id]
+        time.sleep(self.delay)
+        return ResultRecord(
+            item_id=item.id, task=item.task, system=self.name, status="ok",
+            answer="Preparation", parsed="Preparation", gold=item.gold, correct=True,
+        )  # fmt: skip
+
+
+def a_validation_error() -> ValidationError:
+    try:
+        TaskRecord.model_validate({"id": "x"})
+    except ValidationError as error:
+        return error
+    raise AssertionError("TaskRecord took a record without a task")
+
+
+@pytest.mark.parametrize(
+    "known",
+    [BackendError("server down (503)"), CaseError("video41.mp4 is truncated"), TimeoutError()],
+)
+def test_a_known_failure_is_a_failed_item_and_the_run_goes_on(
+    tmp_path: Path, known: Exception
+) -> None:
+    items = phase_items(8)
+    tasks_file = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_file, items, name="phase")
+    system = Scripted({items[0].id: known})
+    summary = run_eval(tasks_file, tmp_path / "run", {"direct": system}, concurrency=3)
+    assert (summary.done, summary.failed, summary.planned) == (7, 1, 8)
+    results = {r.item_id: r for r in read_results(tmp_path / "run" / "results.jsonl")}
+    assert set(results) == {item.id for item in items}
+    assert results[items[0].id].status == "failed"
+    assert results[items[0].id].error == f"{type(known).__name__}: {known}"
+
+
+@pytest.mark.parametrize("bug", [KeyError("choices"), a_validation_error()])
+def test_a_bug_cancels_pending_work_raises_and_keeps_what_finished(
+    tmp_path: Path, bug: Exception
+) -> None:
+    items = phase_items(20)
+    tasks_file = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_file, items, name="phase")
+    run_dir = tmp_path / "run"
+    in_flight = [item.id for item in items[:4]]  # the first unit and three beside it
+    system = Scripted({items[0].id: bug}, delay=0.3, together=in_flight)
+    with pytest.raises(type(bug)) as caught:
+        run_eval(tasks_file, run_dir, {"direct": system}, concurrency=4)
+    assert caught.value is bug  # the system's own error, with its traceback
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert f"raised while direct answered item {items[0].id}" in notes
+    assert sorted(system.started) == sorted(in_flight)  # no unit started after the bug
+    kept = {r.item_id for r in read_results(run_dir / "results.jsonl")}
+    assert kept == set(in_flight[1:])  # what was in flight finished and was kept
+    assert f"{len(kept)} of 20 items finished and are kept" in notes
+
+    healthy = Scripted({})
+    resumed = run_eval(tasks_file, run_dir, {"direct": healthy}, concurrency=4)
+    assert resumed.skipped == len(kept) and resumed.done == 20 - len(kept)
+    assert set(healthy.started) == {item.id for item in items} - kept
+
+
+def test_a_bug_in_a_case_conversation_stops_its_later_turns(tmp_path: Path) -> None:
+    items = phase_items(12)  # two cases of six items
+    tasks_file = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_file, items, name="phase")
+    system = Scripted({items[1].id: KeyError("turn")})
+    with pytest.raises(KeyError):
+        run_eval(tasks_file, tmp_path / "run", {"direct": system}, concurrency=1, context="case")
+    assert system.started == [items[0].id, items[1].id]
+    assert [r.item_id for r in read_results(tmp_path / "run" / "results.jsonl")] == [items[0].id]
+
+
+def test_a_task_set_with_an_unregistered_task_runs_nothing(tmp_path: Path) -> None:
+    items = [phase_items(1)[0].model_copy(update={"task": "cholec80-phases"})]
+    tasks_file = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_file, items, name="typo")
+    system = Scripted({})
+    with pytest.raises(RunRefused, match="Did you mean 'cholec80-phase'"):
+        run_eval(tasks_file, tmp_path / "run", {"direct": system})
+    assert system.started == [] and not (tmp_path / "run").exists()

@@ -10,19 +10,24 @@ import json
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from surgagent.agent.errors import BackendError, ToolInputError
 from surgagent.agent.settings import get_settings
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
 from surgagent.evals.loaders import build_task_set
-from surgagent.evals.records import read_results, shard, write_tasks
+from surgagent.evals.records import Media, TaskRecord, read_results, shard, write_tasks
 from surgagent.evals.report import build_report
 from surgagent.evals.runner import run_eval
-from surgagent.evals.systems import make_systems
+from surgagent.evals.systems import DirectSystem, _Media, make_systems
+from surgagent.evals.tasks import get_task
+from surgagent.tools.vocabulary import CHOLEC80_PHASES
 from tests.test_eval_run import write_cholec80
 
 
@@ -267,3 +272,81 @@ def test_eval_run_exits_non_zero_when_every_item_failed(dataset: Path, tmp_path:
         result = CliRunner().invoke(app, [*run, "--systems", "direct"], env=env)
     assert result.exit_code == 1, result.output
     assert json.loads(result.stdout)["failed"] == len(items)
+
+
+# -- what a system records as a failed item, and what it lets through -------------------------
+
+
+class FrameModel:
+    """A stand-in planner model: answers, or raises ``error``; records the prompts it got."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.prompts: list[str] = []
+
+    def answer(self, images: list[Any], prompt: str) -> Any:
+        self.prompts.append(prompt)
+        if self.error is not None:
+            raise self.error
+        usage = SimpleNamespace(prompt_tokens=10, completion_tokens=3)
+        return SimpleNamespace(text="</think>Preparation", usage=usage, reasoning="")
+
+
+def frame_item(root: Path) -> TaskRecord:
+    from PIL import Image
+
+    (root / "frames").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 24), "red").save(root / "frames" / "video41_000120.png")
+    return TaskRecord(
+        id="cholec80-phase/video41/t0120",
+        task="cholec80-phase",
+        dataset="cholec80",
+        case="video41",
+        media=Media(frames=["frames/video41_000120.png"], times=[120.0]),
+        question="Which surgical phase is in progress at 02:00?",
+        choices=list(CHOLEC80_PHASES),
+        gold="Preparation",
+    )
+
+
+def direct(model: FrameModel, root: Path) -> DirectSystem:
+    return DirectSystem(model, _Media(root, root / "run" / "cases"), None, 448)  # type: ignore[arg-type]
+
+
+def test_direct_asks_the_spec_prompt_and_parses_with_the_spec_parser(tmp_path: Path) -> None:
+    item, model = frame_item(tmp_path), FrameModel()
+    result = direct(model, tmp_path).answer(item, None)
+    assert model.prompts == [get_task(item.task).prompt(item)]
+    assert result.status == "ok" and result.parsed == "Preparation" and result.correct
+
+
+@pytest.mark.parametrize(
+    "known", [BackendError("server down (503)"), ToolInputError("no frame at 95:00")]
+)
+def test_a_known_failure_is_a_failed_result(tmp_path: Path, known: Exception) -> None:
+    result = direct(FrameModel(known), tmp_path).answer(frame_item(tmp_path), None)
+    assert result.status == "failed" and result.error == str(known)
+
+
+def test_a_missing_frame_is_a_failed_result(tmp_path: Path) -> None:
+    item = frame_item(tmp_path)
+    (tmp_path / item.media.frames[0]).unlink()
+    result = direct(FrameModel(), tmp_path).answer(item, None)
+    assert result.status == "failed" and "video41_000120.png cannot be read" in (result.error or "")
+
+
+@pytest.mark.parametrize("bug", [KeyError("usage"), ValueError("bad shape"), AttributeError("x")])
+def test_a_bug_is_not_caught_as_a_failed_item(tmp_path: Path, bug: Exception) -> None:
+    with pytest.raises(type(bug)):
+        direct(FrameModel(bug), tmp_path).answer(frame_item(tmp_path), None)
+
+
+def test_a_frame_case_made_by_many_threads_at_once_is_made_once(tmp_path: Path) -> None:
+    item = frame_item(tmp_path)
+    media = _Media(tmp_path, tmp_path / "run" / "cases")
+    with ThreadPoolExecutor(8) as pool:
+        folders = set(pool.map(lambda _: media.case(item), range(16)))
+    assert len(folders) == 1
+    (folder,) = folders
+    assert [p.name for p in folder.iterdir()] == ["frame_0000.png"]
+    assert [p.name for p in (tmp_path / "run" / "cases").iterdir()] == [folder.name]

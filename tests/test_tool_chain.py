@@ -259,5 +259,15 @@ def test_cross_check_names_phase_disagreements(check_context: CheckContext) -> N
 def test_cross_check_only_asks_configured_engines(check_context: CheckContext) -> None:
     bare = CheckContext(check_context.case, check_context.cache)
     assert cross_check(bare, perception_result("phase", [5.0], ["GallbladderDissection"])) == []
-    unread = perception_result("instrument_recognition", [3.0], [])
-    assert cross_check(check_context, unread) == []  # nothing parsed: nothing to compare
+    unread = perception_result("instrument_recognition", [3.0], []).model_copy(
+        update={"parsed": None, "parse_error": "no instrument named"}
+    )
+    assert cross_check(check_context, unread) == []  # nothing read: nothing to compare
+
+
+def test_cross_check_compares_an_answer_that_sees_no_instrument(
+    check_context: CheckContext,
+) -> None:
+    # "No instrument is visible." reads as an empty list: the detector's grasper contradicts it.
+    (note,) = cross_check(check_context, perception_result("instrument_recognition", [15.0], []))
+    assert note.startswith("at 00:15 perception names none but the detector finds ")

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, Protocol
 
 from surgagent.tools.answers import (
     Parsed,
+    norm_label,
     parse_boxes,
     parse_cvs,
     parse_grid,
+    parse_label,
     parse_labels,
     parse_triplets,
 )
@@ -41,7 +44,9 @@ from surgagent.tools.vocabulary import (
 
 __all__ = [
     "ask_perception",
+    "cross_check",
     "perception_prompt",
+    "read_answer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,28 +101,48 @@ def _render(task: PerceptionTask, question: str) -> str:
     )
 
 
-def _parse(task: PerceptionTask, text: str) -> Parsed[Any] | None:
-    """Read the answer in the task's format; None for free-text tasks."""
+_READERS: dict[str, Callable[[str], Parsed[Any]]] = {
+    "instrument_recognition": lambda text: parse_labels(text, CHOLEC80_TOOLS),
+    "tissue_recognition": lambda text: parse_labels(text, CHOLECT50_TARGETS),
+    "grid": parse_grid,
+    "action": lambda text: parse_labels(text, CHOLECT50_VERBS),
+    "triplet": parse_triplets,
+    "cvs": parse_cvs,
+    "phase": lambda text: parse_label(text, CHOLEC80_PHASES),
+}
+
+
+def read_answer(task: PerceptionTask, text: str) -> Parsed[Any] | None:
+    """Read the perception model's reply in the task's format, with the shared answer parser.
+
+    The evals read the same styles with the same functions (`surgagent.tools.answers`), so
+    the tool and the benchmark agree on what an answer says.
+
+    Args:
+        task: The task style the question was asked in.
+        text: The model's reply (a ``<think>`` block is dropped).
+
+    Returns:
+        The parsed value (boxes as ``[{"label": ..., "box": [x1, y1, x2, y2]}, ...]``, 0-1),
+        or not ok with the reason; None for free-text (``open``) questions.
+    """
     if task in ("instrument_localization", "tissue_localization"):
         boxes = parse_boxes(text)
         if not boxes.ok or boxes.value is None:
-            return boxes
-        return Parsed(
-            ok=True, value=[{"box": b.as_list(), "surgsigma": b.as_pairs()} for b in boxes.value]
+            return Parsed(ok=False, error=boxes.error)
+        return Parsed(ok=True, value=[box.answer() for box in boxes.value])
+    reader = _READERS.get(task)
+    return reader(text) if reader else None
+
+
+def _shown(result: PerceptionResult) -> str:
+    """The parsed value as the planner reads it (boxes as ``name [x1, y1, x2, y2]``, 0-1)."""
+    if result.task.endswith("_localization") and isinstance(result.parsed, list):
+        return "; ".join(
+            f"{box['label'] or 'object'} {[round(v, 3) for v in box['box']]}"
+            for box in result.parsed
         )
-    parsers: dict[str, Any] = {
-        "instrument_recognition": lambda t: parse_labels(t, CHOLEC80_TOOLS),
-        "tissue_recognition": lambda t: parse_labels(t.replace("_", " "), CHOLECT50_TARGETS),
-        "grid": parse_grid,
-        "action": lambda t: parse_labels(t, CHOLECT50_VERBS),
-        "triplet": lambda t: parse_triplets(
-            t, CHOLECT50_INSTRUMENTS, CHOLECT50_VERBS, CHOLECT50_TARGETS
-        ),
-        "cvs": parse_cvs,
-        "phase": lambda t: parse_labels(t, CHOLEC80_PHASES),
-    }
-    parser = parsers.get(task)
-    return parser(text) if parser else None
+    return str(result.parsed)
 
 
 def _summary(result: PerceptionResult) -> str:
@@ -125,7 +150,7 @@ def _summary(result: PerceptionResult) -> str:
     text = f"Perception ({result.task}) on frames at {when}: {result.answer}"
     if result.task != "open":
         text += (
-            f"\nParsed: {result.parsed}"
+            f"\nParsed: {_shown(result)}"
             if result.parse_error is None
             else f"\n(The answer could not be read as {result.task}: {result.parse_error})"
         )
@@ -151,7 +176,7 @@ def ask_perception(ctx: PerceptionContext, args: PerceptionArgs) -> tuple[str, P
     frames = sample_frames(ctx.case, times, ctx.cache, max_side=ctx.max_image_side)
     images = [load_image(frame.path) for frame in frames]
     reply = ctx.vision.answer(images, _render(args.task, args.question))
-    parsed = _parse(args.task, reply.text)
+    parsed = read_answer(args.task, reply.text)
     result = PerceptionResult(
         case_id=ctx.case.id,
         task=args.task,
@@ -168,36 +193,58 @@ def ask_perception(ctx: PerceptionContext, args: PerceptionArgs) -> tuple[str, P
     return _summary(result), result
 
 
+def _instrument_notes(ctx: Any, result: PerceptionResult) -> list[str]:
+    """Frames where perception and the detector disagree about the instruments.
+
+    A frame disagrees where the detector sees an instrument perception does not name, or
+    perception names one the detector sees in none of the frames asked about.
+    """
+    named = {norm_label(name) for name in result.parsed}
+    frames = ctx.detector.detect(ctx.case, result.times, ctx.cache)
+    found_by_frame = [(f.time, {norm_label(d.name) for d in f.detections}) for f in frames]
+    found_anywhere = set().union(*(found for _, found in found_by_frame))
+    notes = []
+    for time, found in found_by_frame:
+        if found - named or named - found_anywhere:
+            notes.append(
+                f"at {format_time(time)} perception names {', '.join(sorted(named)) or 'none'} "
+                f"but the detector finds {', '.join(sorted(found)) or 'none'}."
+            )
+    return notes
+
+
+def _phase_notes(ctx: Any, result: PerceptionResult) -> list[str]:
+    """Frames where the phase segmenter names another phase than perception."""
+    said = result.parsed if isinstance(result.parsed, str) else result.parsed[0]
+    prediction = ctx.segmenter.predict(ctx.case, ctx.cache)
+    notes = []
+    for t in result.times:
+        segment = prediction.segment_at(t)
+        if norm_label(segment.phase) != norm_label(str(said)):
+            notes.append(
+                f"at {format_time(t)} perception says {said} but the phase "
+                f"segmenter says {segment.phase} (confidence {segment.confidence:.2f})."
+            )
+    return notes
+
+
 def cross_check(ctx: Any, result: PerceptionResult) -> list[str]:
     """Sentences where the detector or segmenter disagrees with perception at the same time.
 
     Only engines the run has configured are asked, and only for tasks they also answer
-    (instrument recognition, phase). An engine that fails here is logged and skipped: the
+    (instrument recognition, phase), and only about what perception's answer was read to
+    say: an instrument it denies ("no clipper") is not one it names. An answer about several
+    frames names what is in any of them, so an instrument is contradicted only where the
+    detector sees it in none. An engine that fails here is logged and skipped: the
     perception answer stands on its own.
     """
-    if not isinstance(result.parsed, list) or not result.parsed:
-        return []
-    notes: list[str] = []
+    if result.parsed is None or result.parse_error is not None:
+        return []  # an unreadable answer says nothing to compare; 'none seen' does
     try:
         if result.task == "instrument_recognition" and getattr(ctx, "detector", None):
-            seen = {name.lower() for name in result.parsed}
-            for frame in ctx.detector.detect(ctx.case, result.times, ctx.cache):
-                found = {d.name.lower() for d in frame.detections}
-                if found != seen:
-                    notes.append(
-                        f"at {format_time(frame.time)} perception names "
-                        f"{', '.join(sorted(seen)) or 'none'} but the detector finds "
-                        f"{', '.join(sorted(found)) or 'none'}."
-                    )
+            return _instrument_notes(ctx, result)
         if result.task == "phase" and getattr(ctx, "segmenter", None):
-            prediction = ctx.segmenter.predict(ctx.case, ctx.cache)
-            for t in result.times:
-                segment = prediction.segment_at(t)
-                if segment.phase.lower() != str(result.parsed[0]).lower():
-                    notes.append(
-                        f"at {format_time(t)} perception says {result.parsed[0]} but the phase "
-                        f"segmenter says {segment.phase} (confidence {segment.confidence:.2f})."
-                    )
+            return _phase_notes(ctx, result)
     except SurgAgentError as error:
         logger.warning("cross-check skipped: %s", error)
-    return notes
+    return []

@@ -61,7 +61,12 @@ class PerceptionResult(ToolResult):
     times: list[float]
     frames: list[str]
     answer: str
-    parsed: Any = None
+    parsed: Any = Field(
+        None,
+        description="the answer read by the shared parser (surgagent.tools.answers), as the "
+        "evals read it: a phase name, instrument names, [c1, c2, c3] for CVS, "
+        "[[instrument, verb, target], ...], grid cells, or [{label, box}, ...] with 0-1 boxes",
+    )
     parse_error: str | None = None
     disagreements: list[str] = Field(default_factory=list)
     model: str = ""
