@@ -1,5 +1,6 @@
 """``surgagent eval``: build task sets, run systems on them, score and report.
 
+surgagent eval check data/cholec80 --dataset cholec80
 surgagent eval tasks data/cholec80 --dataset cholec80 --out cholec80.jsonl --sample 200
 surgagent eval run cholec80.jsonl --systems agent,direct --concurrency 8 --out runs/c80
 """
@@ -10,13 +11,17 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from surgagent.agent.errors import UserError
 from surgagent.cli._shared import JsonOpt, VariantChoice, emit_json, err_console, progress_bar
+
+if TYPE_CHECKING:
+    from surgagent.evals.check import CheckReport
 
 __all__ = ["app"]
 
@@ -25,6 +30,7 @@ console = Console()
 app = typer.Typer(
     help="SurgVLM-Bench-style evals: the agent against the bare VLM on the same items.\n\n"
     "Examples:\n\n"
+    "  surgagent eval check data/cholec80 --dataset cholec80\n\n"
     "  surgagent eval tasks data/cholec80 --dataset cholec80 --out c80.jsonl --sample 200\n\n"
     "  surgagent eval run c80.jsonl --systems agent,direct --concurrency 8 --out runs/c80\n\n"
     "  surgagent eval run c80.jsonl --systems agent --shard 0/4 --out runs/c80\n\n"
@@ -70,15 +76,25 @@ def tasks(
     as_json: JsonOpt = False,
 ) -> None:
     """Build a versioned task set from a dataset's own annotation files."""
-    from surgagent.evals.loaders import build_task_set
+    import logging
+
+    from surgagent.evals.loaders import load_task_set
     from surgagent.evals.records import write_tasks
 
     names = [t.strip() for t in task.split(",")] if task else None
     try:
-        items = build_task_set(root, dataset, tasks=names, sample=sample, seed=seed, every_s=every)
+        loaded = load_task_set(root, dataset, tasks=names, sample=sample, seed=seed, every_s=every)
     except ValueError as error:
         raise UserError(str(error)) from error
-    meta = {"root": str(root.resolve()), "dataset": dataset, "seed": seed, "sample": sample}
+    items = loaded.items
+    loaded.report.log(logging.getLogger(__name__))
+    meta = {
+        "root": str(root.resolve()),
+        "dataset": dataset,
+        "seed": seed,
+        "sample": sample,
+        "left_out": [entry.model_dump(mode="json") for entry in loaded.report.skipped],
+    }
     header = write_tasks(out, items, name=out.stem, meta=meta)
     if as_json:
         emit_json(header)
@@ -88,6 +104,83 @@ def tasks(
             counts[item.task] = counts.get(item.task, 0) + 1
         listing = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
         console.print(f"wrote {out}: {header.items} items ({listing}), version {header.version}")
+
+
+@app.command()
+def check(
+    root: Annotated[Path, typer.Argument(help="The dataset folder, in its native layout.")],
+    dataset: Annotated[str, typer.Option(help="cholec80, cholect50, endoscapes2023, ...")],
+    every: Annotated[
+        float | None, typer.Option(min=0.1, help="Seconds between items of dense videos.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that a dataset's files and items line up before a benchmark; exit 1 on errors.
+
+    Reports items per split and task, gold labels against the vocabulary, annotations
+    without frames and frames without annotations, the frame-rate and numbering
+    assumptions against the files (and each video's length), repeated ids, and every
+    folder, file or row the loader left out with its reason.
+    """
+    from surgagent.evals.check import check_dataset
+
+    try:
+        report = check_dataset(root, dataset, every_s=every)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    if as_json:
+        emit_json(report)
+    else:
+        _print_check(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_check(report: CheckReport) -> None:
+    """The check report as rich tables: items, labels, timing, then the findings."""
+    from rich.table import Table
+
+    items = Table("split", "task", "items", title=f"{report.dataset}: {report.items} items")
+    for row in report.splits:
+        items.add_row(row.split, row.task, str(row.items))
+    console.print(items)
+    labels = Table("task", "label", "items", "in vocabulary", title="gold labels")
+    for label in report.labels:
+        if label.count or label.in_vocabulary is False:
+            inside = {True: "yes", False: "[red]NO[/red]", None: "-"}[label.in_vocabulary]
+            labels.add_row(label.task, escape(label.label), str(label.count), inside)
+    unused = sum(1 for label in report.labels if not label.count and label.in_vocabulary)
+    labels.caption = f"{unused} vocabulary labels have no item" if unused else None
+    console.print(labels)
+    console.print("assumptions: " + "; ".join(report.assumptions), highlight=False, markup=False)
+    off = [timing for timing in report.timings if timing.agrees is False]
+    if off:
+        timings = Table("annotation", "video", "annotated s", "video s", "problem")
+        for timing in off:
+            video_s = f"{timing.video_s:.1f}" if timing.video_s is not None else "-"
+            timings.add_row(
+                escape(timing.annotation),
+                escape(timing.video or "-"),
+                f"{timing.annotated_s:.1f}",
+                video_s,
+                escape(timing.note),
+            )
+        console.print(timings)
+    colours = {"error": "red", "warning": "yellow", "info": "dim"}
+    findings = Table("severity", "kind", "count", "what", title="findings")
+    findings.add_column("e.g.", overflow="fold")
+    for finding in report.findings:
+        colour = colours[finding.severity]
+        findings.add_row(
+            f"[{colour}]{finding.severity}[/{colour}]",
+            finding.kind,
+            str(finding.count),
+            escape(finding.message),
+            escape("\n".join(finding.examples)),
+        )
+    console.print(findings)
+    verdict = "[green]ok[/green]" if report.ok else "[red]errors found[/red]"
+    console.print(f"{verdict}: {report.errors} errors, {report.warnings} warnings")
 
 
 @app.command()
@@ -112,14 +205,17 @@ def run(
 ) -> None:
     """Run systems on a task set; results are appended as they finish, so a rerun resumes."""
     from surgagent.evals.records import read_tasks
-    from surgagent.evals.runner import run_eval
+    from surgagent.evals.runner import RunRefused, run_eval
     from surgagent.evals.systems import make_systems
 
-    header, _ = read_tasks(tasks_file)
-    root = media_root or Path(header.meta.get("root") or tasks_file.resolve().parent)
-    names = [name.strip() for name in systems.split(",") if name.strip()]
     try:
+        header, _ = read_tasks(tasks_file)
+        root = media_root or Path(header.meta.get("root") or tasks_file.resolve().parent)
+        names = [name.strip() for name in systems.split(",") if name.strip()]
         built = make_systems(names, media_root=root, work_dir=out)
+    except ValueError as error:  # an unreadable task set, unknown systems
+        raise UserError(str(error)) from error
+    try:
         with progress_bar(not as_json, f"{header.name}: {', '.join(names)}") as report:
             summary = run_eval(
                 tasks_file,
@@ -131,7 +227,7 @@ def run(
                 shard_spec=_shard(shard),
                 progress=report,
             )
-    except ValueError as error:
+    except RunRefused as error:  # anything else is a bug: its traceback is shown
         raise UserError(str(error)) from error
     if as_json:
         emit_json(summary)

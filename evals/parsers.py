@@ -52,12 +52,6 @@ __all__ = [
     "task_vocabulary",
 ]
 
-_DEFAULT_VOCABULARY: dict[str, Sequence[str]] = {
-    "cholec80-phase": CHOLEC80_PHASES,
-    "cholec80-phase-next": CHOLEC80_PHASES,
-    "cholec80-tools": CHOLEC80_TOOLS,
-    "sar-rarp50-action": SAR_RARP50_ACTIONS,
-}
 # Label lists a surgvlm-qa gold may come from, and whether an answer names one or several.
 _QA_VOCABULARIES: tuple[tuple[Sequence[str], bool], ...] = (
     (CHOLEC80_PHASES, False),
@@ -67,7 +61,9 @@ _QA_VOCABULARIES: tuple[tuple[Sequence[str], bool], ...] = (
 
 
 def _vocabulary_of(item: TaskRecord) -> Sequence[str] | None:
-    return item.choices or item.meta.get("vocabulary") or _DEFAULT_VOCABULARY.get(item.task)
+    from surgagent.evals.tasks import get_task
+
+    return item.choices or item.meta.get("vocabulary") or get_task(item.task).labels()
 
 
 def task_vocabulary(item: TaskRecord) -> list[str] | None:

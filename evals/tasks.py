@@ -102,6 +102,9 @@ class TaskSpec(BaseModel):
         metrics: Every metric the scorer reports.
         primary: The metric the task is ranked by (one of ``metrics``).
         surgvlm_bench: The SurgVLM-Bench column the task feeds, or None.
+        vocabulary: ``"module:NAME"`` of the labels a gold answer takes (the parser matches
+            answers against it where an item has no choices, and ``eval check`` counts gold
+            labels outside it), or None.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -117,6 +120,7 @@ class TaskSpec(BaseModel):
     metrics: tuple[MetricSpec, ...] = Field(min_length=1)
     primary: str
     surgvlm_bench: BenchColumn | None = None
+    vocabulary: Target | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
@@ -150,13 +154,20 @@ class TaskSpec(BaseModel):
                 return metric
         raise KeyError(f"task {self.name} reports no metric {name!r}")
 
+    def labels(self) -> tuple[str, ...] | None:
+        """The task's vocabulary (`vocabulary` resolved), or None where it has none."""
+        return tuple(resolve(self.vocabulary)) if self.vocabulary else None
+
     def prompt(self, item: TaskRecord) -> str:
         """The text every system is asked: the question, then the options where there are any."""
         fields = {"question": item.question, "case": item.case, "dataset": item.dataset}
         fields["task"] = item.task
         text = self.question_template.format(**fields)
         if item.choices:
-            text += self.choices_template.format(**fields, choices=", ".join(item.choices))
+            from surgagent.tools.vocabulary import readable_label
+
+            shown = ", ".join(readable_label(choice) for choice in item.choices)
+            text += self.choices_template.format(**fields, choices=shown)
         return text
 
     def parse(self, item: TaskRecord, text: str) -> Parsed[Any]:
@@ -265,10 +276,10 @@ class TaskRegistry(Mapping[str, TaskSpec]):
         return sorted(fed, key=lambda spec: SURGVLM_BENCH.index(spec.surgvlm_bench or ""))
 
     def check(self) -> None:
-        """Resolve every parser and scorer and match the specs against the loaders.
+        """Resolve every parser, scorer and vocabulary and match the specs against the loaders.
 
-        Checked: each target imports and is callable; each spec's dataset is a `LOADERS` key
-        whose loader lists the task; each SurgVLM-Bench column is fed once; for a complete
+        Checked: each parser and scorer imports and is callable, each vocabulary is a list
+        of labels; each spec's dataset is a `LOADERS` key whose loader lists the task; each SurgVLM-Bench column is fed once; for a complete
         registry, every task a loader produces has a spec. Runs once; later calls return.
 
         Raises:
@@ -287,6 +298,13 @@ class TaskRegistry(Mapping[str, TaskSpec]):
                         problems.append(f"task {spec.name}: {field} {target!r} is not callable")
                 except TaskRegistryError as error:
                     problems.append(f"task {spec.name}: {field} {error}")
+            if spec.vocabulary:
+                try:
+                    labels = resolve(spec.vocabulary)
+                    if isinstance(labels, str) or not all(isinstance(x, str) for x in labels):
+                        problems.append(f"task {spec.name}: vocabulary is not a list of labels")
+                except (TaskRegistryError, TypeError) as error:
+                    problems.append(f"task {spec.name}: vocabulary {error}")
             loader = LOADERS.get(spec.dataset)
             if loader is None:
                 problems.append(
@@ -319,6 +337,7 @@ class TaskRegistry(Mapping[str, TaskSpec]):
 
 _PARSE = "surgagent.evals.parsers:"
 _SCORE = "surgagent.evals.metrics:"
+_VOCABULARY = "surgagent.tools.vocabulary:"
 _WRONG = "(unparseable = wrong)"
 
 
@@ -368,7 +387,11 @@ _TRIPLET_METRICS = (
 
 
 def _label_task(
-    name: str, dataset: str, description: str, bench: BenchColumn | None = None
+    name: str,
+    dataset: str,
+    description: str,
+    bench: BenchColumn | None = None,
+    vocabulary: str | None = None,
 ) -> TaskSpec:
     """A one-label task (multiple choice or a closed vocabulary), ranked by accuracy."""
     return TaskSpec(
@@ -381,14 +404,24 @@ def _label_task(
         metrics=_LABEL_METRICS,
         primary="accuracy",
         surgvlm_bench=bench,
+        vocabulary=vocabulary,
     )
 
 
 _SPECS = (
     _label_task(
-        "cholec80-phase", "cholec80", "The phase in progress at a moment.", "Cholec80 phase"
+        "cholec80-phase",
+        "cholec80",
+        "The phase in progress at a moment.",
+        "Cholec80 phase",
+        _VOCABULARY + "CHOLEC80_PHASES",
     ),
-    _label_task("cholec80-phase-next", "cholec80", "The phase after the one in progress."),
+    _label_task(
+        "cholec80-phase-next",
+        "cholec80",
+        "The phase after the one in progress.",
+        vocabulary=_VOCABULARY + "CHOLEC80_PHASES",
+    ),
     TaskSpec(
         name="cholec80-tools",
         description="Every tool visible at a moment.",
@@ -402,6 +435,7 @@ _SPECS = (
             _percent("macro_f1", "F1 per tool present in the gold, mean over tools"),
         ),
         primary="mean_f1",
+        vocabulary=_VOCABULARY + "CHOLEC80_TOOLS",
     ),
     _label_task("cholec80-multistep", "cholec80", "A question over the whole video's course."),
     TaskSpec(
@@ -414,6 +448,7 @@ _SPECS = (
         metrics=_TRIPLET_METRICS,
         primary="mAP_ivt",
         surgvlm_bench="CholecT50 triplet",
+        vocabulary="surgagent.evals.loaders.cholect50:CHOLECT50_TRIPLETS",
     ),
     TaskSpec(
         name="endoscapes-cvs",
@@ -427,7 +462,11 @@ _SPECS = (
         surgvlm_bench="Endoscapes2023 CVS",
     ),
     _label_task(
-        "endovis18-vqa", "endovis2018-vqa", "EndoVis2018 visual question.", "EndoVis2018 VQA"
+        "endovis18-vqa",
+        "endovis2018-vqa",
+        "EndoVis2018 visual question.",
+        "EndoVis2018 VQA",
+        "surgagent.evals.loaders.endovis18:ENDOVIS18_VQA_CLASSES",
     ),
     TaskSpec(
         name="endovis17-localization",
@@ -442,12 +481,14 @@ _SPECS = (
         ),
         primary="mIoU",
         surgvlm_bench="EndoVis2017 localization",
+        vocabulary="surgagent.evals.loaders.endovis17:ENDOVIS17_LABELS",
     ),
     _label_task(
         "sar-rarp50-action",
         "sar-rarp50",
         "The suturing action at a moment.",
         "SAR-RARP50 action",
+        _VOCABULARY + "SAR_RARP50_ACTIONS",
     ),
     TaskSpec(
         name="surgvlm-qa",

@@ -542,14 +542,23 @@ def test_convert_coco(tmp_path: Path) -> None:
 
 def test_convert_masks(tmp_path: Path) -> None:
     src = tmp_path / "endovis"
-    for video in ("instrument_dataset_1", "instrument_dataset_2"):
+    # Mask folder names as EndoVis2017 spells them: side first with _labels, and (dataset 6,
+    # dataset 7) no side or suffix, or the side last.
+    names = {
+        "instrument_dataset_1": (
+            "Left_Prograsp_Forceps_labels",
+            "Right_Large_Needle_Driver_labels",
+        ),
+        "instrument_dataset_2": ("Prograsp_Forceps", "Large_Needle_Driver_Left_labels"),
+    }
+    for video, (forceps, driver) in names.items():
         frames = src / video / "left_frames"
         frames.mkdir(parents=True)
         for k in range(2):
             Image.new("RGB", (80, 40)).save(frames / f"frame00{k}.png")
             for folder, boxes in (
-                ("Left_Prograsp_Forceps_labels", [(0, 0, 20, 10), (60, 30, 80, 40)]),
-                ("Right_Large_Needle_Driver_labels", [(30, 10, 50, 30)] if k else []),
+                (forceps, [(0, 0, 20, 10), (60, 30, 80, 40)]),
+                (driver, [(30, 10, 50, 30)] if k else []),
             ):
                 mask = np.zeros((40, 80), dtype=np.uint8)
                 for x1, y1, x2, y2 in boxes:

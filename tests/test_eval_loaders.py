@@ -1,4 +1,10 @@
-"""Dataset loaders: tiny self-made datasets in each native layout -> hand-checked items."""
+"""Dataset loaders: tiny self-made datasets in each release's real layout -> hand-checked items.
+
+Folder, file and answer spellings are the releases' own (EndoVis2017 ground_truth folders
+with and without ``_labels``, side first or last; EndoVis18-VQA underscore answers;
+Endoscapes' ``endoscapes/`` zip folder; CholecT50 v1.5 label files with sparse frame ids;
+SAR-RARP50 rows every 6 frames of a 60 fps video). Item counts are checked exactly.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surgagent.evals.loaders import LOADERS, build_task_set, get_loader, stratified_sample
+from surgagent.evals.loaders import (
+    LOADERS,
+    Skip,
+    build_task_set,
+    get_loader,
+    load_task_set,
+    stratified_sample,
+)
 from surgagent.evals.loaders._base import AnnotationError, clock, sample_times, time_tag
-from surgagent.evals.loaders.cholect50 import CHOLECT50_TRIPLETS, triplet_names
+from surgagent.evals.loaders.cholect50 import (
+    CHOLECT50_PHASES,
+    CHOLECT50_TRIPLETS,
+    one_per_window,
+    triplet_names,
+)
+from surgagent.evals.loaders.endovis17 import instrument_name
+from surgagent.evals.loaders.endovis18 import ENDOVIS18_VQA_CLASSES
 from surgagent.evals.records import TaskRecord, read_tasks, write_tasks
-from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from surgagent.tools.vocabulary import (
+    CHOLEC80_PHASES,
+    CHOLEC80_TOOLS,
+    CHOLECT50_INSTRUMENTS,
+    CHOLECT50_TARGETS,
+    CHOLECT50_VERBS,
+)
 
 # -- builders of native layouts ---------------------------------------------------------------
 
@@ -54,52 +80,83 @@ def write_cholec80(root: Path, case: str = "video01") -> Path:
     return root
 
 
-def write_cholect50(root: Path) -> Path:
+def cholect50_categories() -> dict[str, dict[str, str]]:
+    """``categories`` as the challenge-val v1.5 label files hold it: a dict of id tables."""
+    return {
+        "instrument": {str(k): v for k, v in enumerate(CHOLECT50_INSTRUMENTS)},
+        "verb": {str(k): v for k, v in enumerate(CHOLECT50_VERBS)},
+        "target": {str(k): v for k, v in enumerate(CHOLECT50_TARGETS)},
+        "triplet": {str(k): v for k, v in enumerate(CHOLECT50_TRIPLETS)},
+        "phase": {str(k): v for k, v in enumerate(CHOLECT50_PHASES)},
+    }
+
+
+def triplet_vector(triplet: int, phase: int = 1) -> list[float]:
+    """One instance: [triplet, instrument, score, x, y, w, h, verb, target, score, ..., phase]."""
+    return [triplet, 0, 1, 0.1, 0.1, 0.2, 0.2, 1, 0, -1, -1, -1, -1, -1, phase]
+
+
+NULL_VECTOR = [-1] * 14 + [0]
+
+
+def write_cholect50(root: Path, annotations: dict[str, list[list[float]]] | None = None) -> Path:
+    """``CholecT50/labels/VID01.json`` (v1.5 format) and its 1 fps frames, 000000.png ..."""
     labels = root / "labels"
-    labels.mkdir(parents=True)
-    null = [-1] * 14 + [0]
-
-    def vector(triplet: int, phase: int = 1) -> list[float]:
-        return [triplet, 0, 1, 0.1, 0.1, 0.2, 0.2, 1, 0, -1, -1, -1, -1, -1, phase]
-
+    labels.mkdir(parents=True, exist_ok=True)
+    annotations = annotations or {
+        "0": [NULL_VECTOR],
+        "1": [triplet_vector(60), triplet_vector(17)],
+        "2": [triplet_vector(7), triplet_vector(7)],
+        "3": [],
+    }
     data = {
         "video": 1,
         "fps": 1,
-        "num_frames": 4,
-        "annotations": {
-            "0": [null],
-            "1": [vector(60), vector(17)],
-            "2": [vector(7), vector(7)],
-            "3": [],
-        },
+        "num_frames": max(int(k) for k in annotations) + 1,
+        "categories": cholect50_categories(),
+        "annotations": annotations,
     }
     (labels / "VID01.json").write_text(json.dumps(data))
-    (root / "videos" / "VID01").mkdir(parents=True)
+    frames = root / "videos" / "VID01"
+    frames.mkdir(parents=True, exist_ok=True)
+    for key in annotations:
+        write_image(frames / f"{int(key):06d}.png")
     return root
+
+
+def write_image(path: Path, size: tuple[int, int] = (8, 6)) -> None:
+    """A tiny real image (PNG or JPEG by suffix)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 30, 30)).save(path)
 
 
 ENDOSCAPES_HEADER = (
     "vid,frame,avg_cvs,C1,C2,C3,is_ds_keyframe,cvs_annotator_1,cvs_annotator_2,cvs_annotator_3"
 )
+ENDOSCAPES_ROWS = [
+    '1,100,"[0.67, 0.33, 0.0]",0.6666666666666666,0.3333333333333333,0.0,True,'
+    '"[1, 0, 0]","[1, 1, 0]","[0, 0, 0]"',
+    '1,125,"[0.5, 0.5, 0.0]",0.5,0.5,0.0,False,,,',
+    '2,50,"[0.5, 1.0, 0.5]",0.5,1.0,0.5,True,"[1, 1, 1]","[0, 1, 0]","[1, 1, 1]"',
+    '3,75,"[1, 1, 1]",1.0,1.0,1.0,True,"[1, 1, 1]","[1, 1, 1]","[1, 1, 1]"',
+]
 
 
 def write_endoscapes(root: Path, rows: list[str] | None = None) -> Path:
+    """The unpacked ``endoscapes/`` folder: all_metadata.csv and <vid>_<frame>.jpg per split."""
     root.mkdir(parents=True, exist_ok=True)
-    rows = rows or [
-        '1,100,"[0.67, 0.33, 0.0]",0.6666666666666666,0.3333333333333333,0.0,True,'
-        '"[1, 0, 0]","[1, 1, 0]","[0, 0, 0]"',
-        '1,125,"[0.5, 0.5, 0.0]",0.5,0.5,0.0,False,,,',
-        '2,50,"[0.5, 1.0, 0.5]",0.5,1.0,0.5,True,"[1, 1, 1]","[0, 1, 0]","[1, 1, 1]"',
-        '3,75,"[1, 1, 1]",1.0,1.0,1.0,True,"[1, 1, 1]","[1, 1, 1]","[1, 1, 1]"',
-    ]
+    rows = rows or ENDOSCAPES_ROWS
     (root / "all_metadata.csv").write_text(ENDOSCAPES_HEADER + "\n" + "\n".join(rows) + "\n")
     for split, name in (("train", "1_100"), ("train", "1_125"), ("test", "2_50")):
-        (root / split).mkdir(exist_ok=True)
-        (root / split / f"{name}.jpg").write_bytes(b"")
+        write_image(root / split / f"{name}.jpg")
+    (root / "val").mkdir(exist_ok=True)
     return root
 
 
 def write_endovis18(root: Path) -> Path:
+    """EndoVis-18-VQA: seq_N/vqa/Classification/frameXXX_QA.txt and seq_N/left_frames/."""
     files = {
         "seq_1/vqa/Classification/frame000_QA.txt": (
             "what organ is being operated?|kidney\n"
@@ -108,12 +165,15 @@ def write_endovis18(root: Path) -> Path:
         ),
         "seq_5/vqa/Classification/frame001_QA.txt": (
             "where is monopolar_curved_scissors located?|left-top\n\n"
-            "what is the state of suction?|Stapling extra\n"
+            "what is the state of monopolar_curved_scissors?|Tissue_Manipulation\n"
+            "what is the state of ultrasound_probe?|Ultrasound_Sensing\n"
         ),
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
+    for frame in ("seq_1/left_frames/frame000.png", "seq_5/left_frames/frame001.png"):
+        write_image(root / frame)
     return root
 
 
@@ -129,17 +189,49 @@ def write_mask(path: Path, size: tuple[int, int], box: tuple[int, int, int, int]
     Image.fromarray(pixels).save(path)
 
 
+# The ground_truth folders of the training release, as named there (datasets 1, 4, 6, 7).
+ENDOVIS17_FOLDERS = {
+    "instrument_1_4_training/instrument_dataset_1": (
+        "Left_Prograsp_Forceps_labels",
+        "Maryland_Bipolar_Forceps_labels",
+        "Other_labels",
+        "Right_Prograsp_Forceps_labels",
+    ),
+    "instrument_1_4_training/instrument_dataset_4": (
+        "Large_Needle_Driver_Left_labels",
+        "Large_Needle_Driver_Right_labels",
+        "Prograsp_Forceps_labels",
+    ),
+    "instrument_5_8_training/instrument_dataset_6": (
+        "Left_Large_Needle_Driver_labels",
+        "Monopolar_Curved_Scissors_labels",
+        "Prograsp_Forceps",
+        "Right_Large_Needle_Driver_labels",
+    ),
+    "instrument_5_8_training/instrument_dataset_7": ("Left_Bipolar_Forceps", "Right_Vessel_Sealer"),
+}
+
+
 def write_endovis17(root: Path) -> Path:
-    truth = root / "train" / "instrument_dataset_1" / "ground_truth"
-    write_mask(truth / "Left_Prograsp_Forceps_labels" / "frame000.png", (40, 20), (10, 5, 20, 10))
-    write_mask(truth / "Left_Prograsp_Forceps_labels" / "frame001.png", (40, 20), None)
-    write_mask(truth / "Right_Prograsp_Forceps_labels" / "frame000.png", (40, 20), (30, 0, 40, 20))
-    write_mask(truth / "Maryland_Bipolar_Forceps_labels" / "frame001.png", (40, 20), (0, 0, 4, 2))
-    write_mask(truth / "Other_labels" / "frame000.png", (40, 20), (0, 0, 40, 20))
+    """Two frames per dataset; every instrument visible in frame000, none in frame001 except
+    dataset 1's Maryland forceps (its frame000 mask is empty)."""
+    for dataset, folders in ENDOVIS17_FOLDERS.items():
+        for frame in ("frame000.png", "frame001.png"):
+            write_image(root / dataset / "left_frames" / frame, (40, 20))
+        for k, folder in enumerate(folders):
+            truth = root / dataset / "ground_truth" / folder
+            visible = folder != "Maryland_Bipolar_Forceps_labels"
+            write_mask(
+                truth / "frame000.png", (40, 20), (k * 8, 5, k * 8 + 8, 10) if visible else None
+            )
+            write_mask(truth / "frame001.png", (40, 20), None if visible else (0, 0, 4, 2))
     return root
 
 
 def write_sar_rarp50(root: Path) -> Path:
+    """train1/video_1 (rows every 6 frames of the 60 fps video, 0-35 s) and test/video_2,
+    its frame indices zero-padded to nine digits as in the release."""
+
     def action(frame: int) -> int:
         t = frame / 60
         return 0 if t < 5 else 1 if t < 12 else 3 if t < 25 else 5
@@ -331,11 +423,27 @@ def test_cholec80_malformed_lines_name_file_and_line(tmp_path: Path) -> None:
         build_task_set(tmp_path, "cholec80", tasks=["cholec80-phase"])
 
 
+def test_cholec80_stray_files_and_missing_tool_files_are_reported(tmp_path: Path) -> None:
+    write_cholec80(tmp_path / "cholec80", "video01")
+    write_cholec80(tmp_path / "cholec80", "video02")
+    (tmp_path / "cholec80/tool_annotations/video02-tool.txt").unlink()
+    (tmp_path / "cholec80/phase_annotations/video02-phase.txt.bak").write_text("")
+    loaded = load_task_set(tmp_path, "cholec80")
+    assert Counter(item.case for item in loaded.items) == {"video01": 17, "video02": 7}
+    assert {(e.path, e.kind) for e in loaded.report.skipped} == {
+        ("cholec80/phase_annotations/video02-phase.txt.bak", Skip.UNRECOGNISED),
+        ("cholec80/phase_annotations/video02-phase.txt", Skip.INCOMPLETE),
+    }
+    phase_only = load_task_set(tmp_path, "cholec80", tasks=["cholec80-phase"])
+    assert [e.kind for e in phase_only.report.skipped] == [Skip.UNRECOGNISED]
+
+
 # -- CholecT50 --------------------------------------------------------------------------------
 
 
 def test_cholect50_triplets(tmp_path: Path) -> None:
-    items = by_id(build_task_set(write_cholect50(tmp_path), "cholect50"))
+    write_cholect50(tmp_path / "CholecT50")  # the folder the download unpacks into
+    items = by_id(build_task_set(tmp_path, "cholect50"))
     assert {k: v.gold for k, v in items.items()} == {
         "cholect50-triplet/VID01/f000001": [
             ["grasper", "retract", "gallbladder"],  # triplet 17, sorted before 60
@@ -344,15 +452,29 @@ def test_cholect50_triplets(tmp_path: Path) -> None:
         "cholect50-triplet/VID01/f000002": [["grasper", "grasp", "gallbladder"]],  # repeated 7
     }
     item = items["cholect50-triplet/VID01/f000001"]
-    assert item.media.frames == ["videos/VID01/000001.png"] and item.media.times == [1.0]
-    assert (
-        item.meta["triplet_ids"] == [17, 60] and item.meta["phase"] == "carlot-triangle-dissection"
-    )
+    assert item.media.frames == ["CholecT50/videos/VID01/000001.png"]
+    assert item.media.times == [1.0]
+    assert item.meta["triplet_ids"] == [17, 60]
+    assert item.meta["phase"] == "carlot-triangle-dissection"  # the file's own phase table
     with_empty = by_id(build_task_set(tmp_path, "cholect50", keep_empty=True))
     assert with_empty["cholect50-triplet/VID01/f000000"].gold == []
     assert with_empty["cholect50-triplet/VID01/f000003"].gold == []
-    every_2 = build_task_set(tmp_path, "cholect50", every_s=2, keep_empty=True)
-    assert [item.meta["frame"] for item in every_2] == [0, 2]
+    loaded = load_task_set(tmp_path, "cholect50")
+    (entry,) = loaded.report.skipped  # frames 0 and 3 hold no triplet
+    assert (entry.path, entry.kind, entry.count) == ("CholecT50/labels/VID01.json", Skip.DESIGN, 2)
+
+
+def test_cholect50_every_means_seconds_on_sparse_ids(tmp_path: Path) -> None:
+    """Sparse 1 fps ids: ``every_s=5`` keeps the first frame of each 5 s window, not the ids
+    that are multiples of 5 (which would keep 0 and 10 only, and lose 7 s-9 s)."""
+    annotated = [0, 1, 2, 4, 7, 8, 9, 10, 11, 13, 14, 17]
+    write_cholect50(tmp_path, {str(f): [triplet_vector(17)] for f in annotated})
+    every_5 = build_task_set(tmp_path, "cholect50", every_s=5)
+    assert [item.meta["frame"] for item in every_5] == [0, 7, 10, 17]
+    assert len(build_task_set(tmp_path, "cholect50")) == len(annotated)  # every_s=1: all
+    loaded = load_task_set(tmp_path, "cholect50", every_s=5)
+    assert loaded.report.total() == len(annotated) - 4
+    assert one_per_window([0.0, 0.5, 2.0, 2.5, 9.0], 2.0) == [0, 2, 4]
 
 
 def test_cholect50_triplet_table_matches_the_reference() -> None:
@@ -379,22 +501,47 @@ def test_cholect50_malformed_files(tmp_path: Path) -> None:
 # -- Endoscapes2023 ---------------------------------------------------------------------------
 
 
-def test_endoscapes_cvs(tmp_path: Path) -> None:
-    write_endoscapes(tmp_path)
+@pytest.mark.parametrize("layout", ["unzipped folder", "folder holding endoscapes/"])
+def test_endoscapes_cvs(tmp_path: Path, layout: str) -> None:
+    folder = write_endoscapes(tmp_path / "endoscapes")
     for decoy in ("semseg/1_100.png", "insseg/1_100.jpg"):  # masks and other folders lose
-        (tmp_path / decoy).parent.mkdir(exist_ok=True)
-        (tmp_path / decoy).write_bytes(b"")
-    items = by_id(build_task_set(tmp_path, "endoscapes2023"))
+        write_image(folder / decoy)
+    root = folder if layout == "unzipped folder" else tmp_path
+    prefix = "" if layout == "unzipped folder" else "endoscapes/"
+    loaded = load_task_set(root, "endoscapes2023")
+    items = by_id(loaded.items)
     assert {k: v.gold for k, v in items.items()} == {
         "endoscapes-cvs/1/f000100": [True, False, False],
         "endoscapes-cvs/2/f000050": [True, True, True],  # 0.5 counts as achieved
-    }  # 1_125 is interpolated (no annotator), 3_75 has no image
+    }
     item = items["endoscapes-cvs/1/f000100"]
-    assert item.media.frames == ["train/1_100.jpg"] and item.meta["split"] == "train"
+    assert item.media.frames == [f"{prefix}train/1_100.jpg"] and item.meta["split"] == "train"
+    assert items["endoscapes-cvs/2/f000050"].meta["split"] == "test"
     assert item.meta["seconds"] == 4.0 and item.meta["is_ds_keyframe"] is True
     assert "Criterion 3:" in item.question and "Yes/No" in item.question
-    every_row = build_task_set(tmp_path, "endoscapes2023", annotated_only=False)
+    kinds = {(e.kind, e.count, tuple(e.examples)) for e in loaded.report.skipped}
+    assert kinds == {  # 1_125 is interpolated (no annotator); 3_75 has no image
+        (Skip.DESIGN, 1, ()),
+        (Skip.NO_MEDIA, 1, ("line 5: 3_75",)),
+    }
+    every_row = build_task_set(root, "endoscapes2023", annotated_only=False)
     assert "endoscapes-cvs/1/f000125" in by_id(every_row)
+
+
+def test_endoscapes_repeated_rows_are_reported_not_merged(tmp_path: Path) -> None:
+    write_endoscapes(tmp_path, [*ENDOSCAPES_ROWS, ENDOSCAPES_ROWS[0]])
+    loaded = load_task_set(tmp_path, "endoscapes2023")
+    assert len(loaded.items) == 2
+    (duplicate,) = [e for e in loaded.report.skipped if e.kind is Skip.DUPLICATE]
+    assert duplicate.examples == ["line 6: all_metadata.csv line 2"]
+
+
+def test_endoscapes_without_any_image_says_so(tmp_path: Path) -> None:
+    write_endoscapes(tmp_path / "endoscapes")
+    for image in (tmp_path / "endoscapes").glob("*/*.jpg"):
+        image.unlink()
+    with pytest.raises(ValueError, match=r"gave no items; left out: 3 x no frame image"):
+        build_task_set(tmp_path, "endoscapes2023")
 
 
 def test_endoscapes_malformed_rows(tmp_path: Path) -> None:
@@ -417,15 +564,40 @@ def test_endovis18_vqa(tmp_path: Path) -> None:
         "endovis18-vqa/seq_1/frame000-q01": "Retraction",  # one line, two questions
         "endovis18-vqa/seq_1/frame000-q02": "Retraction",
         "endovis18-vqa/seq_5/frame001-q00": "left-top",
-        "endovis18-vqa/seq_5/frame001-q01": "Stapling extra",
+        "endovis18-vqa/seq_5/frame001-q01": "Tissue_Manipulation",  # the files' spelling
+        "endovis18-vqa/seq_5/frame001-q02": "Ultrasound_Sensing",
     }
     item = items["endovis18-vqa/seq_1/frame000-q02"]
     assert item.media.frames == ["seq_1/left_frames/frame000.png"]
     assert item.question.startswith("what is the state of bipolar_forceps?")
     assert item.meta["kind"] == "state" and item.meta["split"] == "val"
     assert items["endovis18-vqa/seq_5/frame001-q00"].meta["kind"] == "location"
-    assert item.choices is not None and len(item.choices) == 19  # the 18 classes + 1 seen
-    assert item.choices[-1] == "Stapling extra"
+    assert item.choices == list(ENDOVIS18_VQA_CLASSES)  # 18 classes, one spelling each
+    assert "Tissue_Manipulation" in item.choices and "Tissue Manipulation" not in item.choices
+    from surgagent.evals.tasks import get_task
+
+    prompt = get_task(item.task).prompt(item)  # the options are listed once, readable
+    assert prompt.count("Tissue Manipulation, Tool Manipulation") == 1
+    assert "Tissue_Manipulation" not in prompt
+    assert "_" not in prompt.split("Options:")[1]
+
+
+def test_endovis18_other_spellings_and_unknown_answers(tmp_path: Path) -> None:
+    write_endovis18(tmp_path)
+    (tmp_path / "seq_5/vqa/Classification/frame001_QA.txt").write_text(
+        "what is the state of suction?|Tool Manipulation\nwhat is the state of clip?|Stapling\n"
+    )
+    (tmp_path / "seq_5/vqa/Classification/readme.txt").write_text("notes")
+    loaded = load_task_set(tmp_path, "endovis2018-vqa")
+    golds = {item.id: item.gold for item in loaded.items if item.case == "seq_5"}
+    assert golds == {
+        "endovis18-vqa/seq_5/frame001-q00": "Tool_Manipulation",  # the class, not a new one
+        "endovis18-vqa/seq_5/frame001-q01": "Stapling",  # outside the classes: eval check
+    }
+    assert loaded.items[0].choices == [*ENDOVIS18_VQA_CLASSES, "Stapling"]
+    (entry,) = loaded.report.skipped
+    assert entry.path == "seq_5/vqa/Classification/readme.txt"
+    assert entry.kind is Skip.UNRECOGNISED
 
 
 def test_endovis18_malformed_line(tmp_path: Path) -> None:
@@ -438,27 +610,92 @@ def test_endovis18_malformed_line(tmp_path: Path) -> None:
 # -- EndoVis2017 ------------------------------------------------------------------------------
 
 
-def test_endovis17_boxes_from_masks(tmp_path: Path) -> None:
-    items = by_id(build_task_set(write_endovis17(tmp_path), "endovis2017"))
-    assert {k: v.gold for k, v in items.items()} == {
-        "endovis17-localization/instrument_dataset_1/frame000-left-prograsp-forceps": {
+def test_endovis17_folder_names() -> None:
+    assert instrument_name("Left_Large_Needle_Driver_labels") == ("Large Needle Driver", "left")
+    assert instrument_name("Large_Needle_Driver_Left_labels") == ("Large Needle Driver", "left")
+    assert instrument_name("Prograsp_Forceps") == ("Prograsp Forceps", None)
+    assert instrument_name("Right_Vessel_Sealer") == ("Vessel Sealer", "right")
+    assert instrument_name("Maryland_Bipolar_Forceps_labels") == ("Maryland Bipolar Forceps", None)
+
+
+def test_endovis17_boxes_from_every_folder_naming(tmp_path: Path) -> None:
+    loaded = load_task_set(write_endovis17(tmp_path), "endovis2017")
+    items = by_id(loaded.items)
+    assert len(items) == 12  # datasets 1, 4, 6, 7: 3 + 3 + 4 + 2 instruments in view
+    assert Counter(item.case for item in items.values()) == {
+        "instrument_dataset_1": 3,
+        "instrument_dataset_4": 3,
+        "instrument_dataset_6": 4,
+        "instrument_dataset_7": 2,
+    }
+    ds1 = "endovis17-localization/instrument_dataset_1"
+    assert {k: v.gold for k, v in items.items() if k.startswith(ds1)} == {
+        f"{ds1}/frame000-left-prograsp-forceps": {
             "label": "Prograsp Forceps",
-            "box": [0.25, 0.25, 0.5, 0.5],
+            "box": [0.0, 0.25, 0.2, 0.5],
         },
-        "endovis17-localization/instrument_dataset_1/frame000-right-prograsp-forceps": {
+        f"{ds1}/frame000-right-prograsp-forceps": {
             "label": "Prograsp Forceps",
-            "box": [0.75, 0.0, 1.0, 1.0],
+            "box": [0.6, 0.25, 0.8, 0.5],
         },
-        "endovis17-localization/instrument_dataset_1/frame001-maryland-bipolar-forceps": {
+        f"{ds1}/frame001-maryland-bipolar-forceps": {
             "label": "Maryland Bipolar Forceps",
             "box": [0.0, 0.0, 0.1, 0.1],
         },
-    }  # the empty mask and Other_labels give no item
-    item = items["endovis17-localization/instrument_dataset_1/frame000-left-prograsp-forceps"]
-    assert item.media.frames == ["train/instrument_dataset_1/left_frames/frame000.png"]
-    assert "left Prograsp Forceps" in item.question and item.meta["side"] == "left"
+    }
+    needle = items["endovis17-localization/instrument_dataset_4/frame000-left-large-needle-driver"]
+    assert needle.gold["label"] == "Large Needle Driver" and needle.meta["side"] == "left"
+    assert needle.media.frames == [
+        "instrument_1_4_training/instrument_dataset_4/left_frames/frame000.png"
+    ]
+    assert "left Large Needle Driver" in needle.question
+    assert "endovis17-localization/instrument_dataset_6/frame000-prograsp-forceps" in items
+    sealer = items["endovis17-localization/instrument_dataset_7/frame000-right-vessel-sealer"]
+    assert sealer.meta["type"] == "Vessel Sealer"
+    assert items[f"{ds1}/frame001-maryland-bipolar-forceps"].meta["type"] == "Bipolar Forceps"
+    reasons: Counter[tuple[Skip, str]] = Counter()
+    for entry in loaded.report.skipped:
+        reasons[(entry.kind, entry.reason.split(" (")[0])] += entry.count
+    assert reasons == {(Skip.DESIGN, "empty mask"): 12, (Skip.DESIGN, "catch-all 'Other' class"): 1}
     with_other = build_task_set(tmp_path, "endovis2017", include_other=True)
-    assert any(item.gold["label"] == "Other" for item in with_other)
+    assert sum(item.gold["label"] == "Other" for item in with_other) == 1
+
+
+def test_endovis17_unreadable_and_stray_files_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_endovis17(tmp_path)
+    truth = tmp_path / "instrument_5_8_training/instrument_dataset_7/ground_truth"
+    (truth / "Right_Vessel_Sealer" / "frame002.png").write_bytes(b"not a png")
+    (truth / "Right_Vessel_Sealer" / "Thumbs.db").write_bytes(b"")
+    (truth / "notes.txt").write_text("")
+    with caplog.at_level("WARNING"):
+        items = build_task_set(tmp_path, "endovis2017")
+    assert len(items) == 12  # the broken mask gives no item, and nothing else is lost
+    assert "endovis2017: left out 16 entries" in caplog.text
+    assert "unreadable mask" in caplog.text and "eval check" in caplog.text
+    loaded = load_task_set(tmp_path, "endovis2017")
+    problems = {
+        (entry.path.split("ground_truth/")[1], entry.kind)
+        for entry in loaded.report.skipped
+        if entry.kind is not Skip.DESIGN
+    }
+    assert problems == {
+        ("Right_Vessel_Sealer/frame002.png", Skip.UNREADABLE),
+        ("Right_Vessel_Sealer/Thumbs.db", Skip.UNRECOGNISED),
+        ("notes.txt", Skip.UNRECOGNISED),
+    }
+
+
+def test_endovis17_same_instrument_twice_is_reported(tmp_path: Path) -> None:
+    write_endovis17(tmp_path)
+    truth = tmp_path / "instrument_5_8_training/instrument_dataset_6/ground_truth"
+    write_mask(truth / "Prograsp_Forceps_labels" / "frame000.png", (40, 20), (0, 0, 4, 2))
+    loaded = load_task_set(tmp_path, "endovis2017")
+    assert len(loaded.items) == 12
+    (entry,) = [e for e in loaded.report.skipped if e.kind is Skip.DUPLICATE]
+    assert entry.path.endswith("Prograsp_Forceps_labels")
+    assert entry.reason == "same instrument and side as Prograsp_Forceps"
 
 
 # -- SAR-RARP50 -------------------------------------------------------------------------------
@@ -546,7 +783,7 @@ def test_missing_or_empty_roots_say_what_was_expected(tmp_path: Path) -> None:
         ("cholect50", "labels/VIDxx.json"),
         ("endoscapes2023", "all_metadata.csv"),
         ("endovis2018-vqa", "seq_N/vqa/Classification"),
-        ("endovis2017", "ground_truth/<Instrument>_labels"),
+        ("endovis2017", r"ground_truth/<Instrument>\[_labels\]"),
         ("sar-rarp50", "action_discrete.txt"),
         ("surgvlm", "JSON or JSONL"),
     ):

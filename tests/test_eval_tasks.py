@@ -150,6 +150,12 @@ def test_check_lists_every_target_that_does_not_resolve_and_every_loader_mismatc
             spec(name="cholec80-phase-next", dataset="cholec81", surgvlm_bench=None),
             spec(name="cholec80-multistep", dataset="cholect50", surgvlm_bench="Cholec80 phase"),
             spec(name="endovis18-vqa", parser="surgagent.evals.tasks:SURGVLM_BENCH"),
+            spec(
+                name="sar-rarp50-action",
+                dataset="sar-rarp50",
+                surgvlm_bench=None,
+                vocabulary="surgagent.tools.vocabulary:readable_label",
+            ),
         ]
     )
     with pytest.raises(TaskRegistryError) as caught:
@@ -164,6 +170,7 @@ def test_check_lists_every_target_that_does_not_resolve_and_every_loader_mismatc
         "cholect50-triplet)",
         "task endovis18-vqa: parser 'surgagent.evals.tasks:SURGVLM_BENCH' is not callable",
         "SurgVLM-Bench column 'Cholec80 phase' is fed by several tasks",
+        "task sar-rarp50-action: vocabulary",
     ):
         assert problem in message
     with pytest.raises(TaskRegistryError, match="broken"):

@@ -11,6 +11,8 @@ SAR-RARP50 (Psychogyios et al. 2023): the eight action classes of its suturing g
 from __future__ import annotations
 
 __all__ = [
+    "mask_folder_instrument",
+    "readable_label",
     "CHOLEC80_PHASES",
     "CHOLEC80_TOOLS",
     "CHOLECT50_INSTRUMENTS",
@@ -95,3 +97,36 @@ GRID_CELLS = (
     "bottom",
     "bottom right",
 )
+
+
+def readable_label(label: str) -> str:
+    """A label as shown to a model: ``Tissue_Manipulation`` -> ``Tissue Manipulation``.
+
+    The answer parser reads either spelling, so gold labels keep the dataset's own.
+    """
+    return label.replace("_", " ")
+
+
+_MASK_SUFFIXES = ("_labels", "_label", "_masks", "_mask")
+_SIDES = ("left", "right")
+
+
+def mask_folder_instrument(folder: str) -> tuple[str, str | None]:
+    """The instrument and side a mask folder of EndoVis releases names.
+
+    ``Left_Large_Needle_Driver_labels`` and ``Large_Needle_Driver_Left_labels`` both give
+    ``("Large Needle Driver", "left")``; the ``_labels`` suffix is optional (EndoVis2017's
+    dataset 6 has ``Prograsp_Forceps``), and a folder naming no side gives None for it.
+    """
+    stem = folder
+    for suffix in _MASK_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    words = [word for word in stem.replace("-", "_").split("_") if word]
+    side = None
+    if words and words[0].lower() in _SIDES:
+        side, words = words[0].lower(), words[1:]
+    elif len(words) > 1 and words[-1].lower() in _SIDES:
+        side, words = words[-1].lower(), words[:-1]
+    return " ".join(words), side

@@ -2,6 +2,7 @@
 
 `LOADERS` maps a dataset name to its `Loader`; `build_task_set` loads one dataset and
 optionally draws a seeded sample, stratified by task, in a stable order (sorted by id).
+`load_task_set` does the same and also returns the `LoadReport` of what was left out.
 
     items = build_task_set(Path("data/cholec80"), "cholec80", sample=200, seed=0)
     write_tasks("cholec80-200.jsonl", items, name="cholec80-200")
@@ -17,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from surgagent.evals.loaders._base import AnnotationError, Loader, close_match
+from surgagent.evals.loaders._report import (
+    CaseTiming,
+    LoadReport,
+    LoadResult,
+    Skip,
+    SkippedEntry,
+    Survey,
+    TimingNote,
+)
 from surgagent.evals.loaders.cholec80 import Cholec80Loader
 from surgagent.evals.loaders.cholect50 import CholecT50Loader
 from surgagent.evals.loaders.endoscapes import EndoscapesLoader
@@ -29,9 +39,17 @@ from surgagent.evals.records import TaskRecord
 __all__ = [
     "LOADERS",
     "AnnotationError",
+    "CaseTiming",
+    "LoadReport",
+    "LoadResult",
     "Loader",
+    "Skip",
+    "SkippedEntry",
+    "Survey",
+    "TimingNote",
     "build_task_set",
     "get_loader",
+    "load_task_set",
     "stratified_sample",
 ]
 
@@ -107,6 +125,45 @@ def stratified_sample(
     return sorted(chosen, key=lambda record: record.id)
 
 
+def load_task_set(
+    root: Path,
+    dataset: str,
+    *,
+    tasks: Sequence[str] | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    every_s: float | None = None,
+    **options: Any,
+) -> LoadResult:
+    """Like `build_task_set`, and also the `LoadReport` of everything left out (not logged).
+
+    Raises:
+        ValueError: As `build_task_set`, and where no item came out because entries were
+            left out for problems (e.g. no annotated frame has its image).
+        AnnotationError: As `build_task_set`.
+    """
+    loader = get_loader(dataset)
+    loaded = loader.load_with_report(Path(root), tasks=tasks, every_s=every_s, **options)
+    records = loaded.items
+    ids = [record.id for record in records]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise ValueError(
+            f"{dataset}: the loader made repeated item ids {repeated}; run `surgagent eval "
+            "check` on the dataset to see where they come from."
+        )
+    if not records and loaded.report.total(problems_only=True):
+        raise ValueError(
+            f"{dataset}: the annotations under {root} gave no items; left out: "
+            f"{loaded.report.summary()}. `surgagent eval check` lists every entry."
+        )
+    if not records:
+        log.warning("%s: the annotations under %s gave no items", dataset, root)
+    if sample is not None:
+        records = stratified_sample(records, sample, seed)
+    return LoadResult(sorted(records, key=lambda record: record.id), loaded.report)
+
+
 def build_task_set(
     root: Path,
     dataset: str,
@@ -118,6 +175,8 @@ def build_task_set(
     **options: Any,
 ) -> list[TaskRecord]:
     """Load a dataset's items and optionally draw a seeded, task-stratified sample.
+
+    What the loader left out is logged: a warning where it was not the dataset's design.
 
     Args:
         root: The dataset as downloaded (folder, or QA file for ``surgvlm``).
@@ -136,14 +195,8 @@ def build_task_set(
             annotation files where the dataset keeps them, or a bad ``sample``.
         AnnotationError: For a malformed annotation file (naming the file and line).
     """
-    loader = get_loader(dataset)
-    records = loader.load(Path(root), tasks=tasks, every_s=every_s, **options)
-    ids = [record.id for record in records]
-    if len(set(ids)) != len(ids):
-        repeated = sorted({i for i in ids if ids.count(i) > 1})[:3]
-        raise ValueError(f"{dataset}: the loader made repeated item ids {repeated}.")
-    if not records:
-        log.warning("%s: the annotations under %s gave no items", dataset, root)
-    if sample is not None:
-        records = stratified_sample(records, sample, seed)
-    return sorted(records, key=lambda record: record.id)
+    loaded = load_task_set(
+        root, dataset, tasks=tasks, sample=sample, seed=seed, every_s=every_s, **options
+    )
+    loaded.report.log(log)
+    return loaded.items

@@ -2,7 +2,9 @@
 
 A loader turns one dataset's *native* files into `TaskRecord` items; this module holds what
 every loader needs: task-name checks, the sampling grid for dense video annotations,
-``mm:ss`` clocks, item-id tags and errors that name the file and line at fault.
+``mm:ss`` clocks, item-id tags and errors that name the file and line at fault. What a
+loader leaves out goes in its `LoadReport` (``_report.py``), returned with the items by
+`Loader.load_with_report`.
 
     times = sample_times(duration=125.0, every_s=60.0)  # [0.0, 60.0, 120.0]
     tag = time_tag(60.0)  # "t0060"
@@ -11,6 +13,7 @@ every loader needs: task-name checks, the sampling grid for dense video annotati
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -18,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from surgagent.evals.loaders._report import LoadReport, LoadResult, Survey, relative
 from surgagent.evals.records import TaskRecord
 
 __all__ = [
@@ -31,6 +35,8 @@ __all__ = [
     "take_options",
     "time_tag",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class AnnotationError(ValueError):
@@ -76,14 +82,6 @@ def time_tag(seconds: float) -> str:
     if float(seconds).is_integer():
         return f"t{int(seconds):04d}"
     return f"t{seconds:08.3f}"
-
-
-def relative(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` in POSIX form (absolute where it lies outside)."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def case_names(folders: Sequence[Path]) -> dict[Path, str]:
@@ -138,6 +136,9 @@ class Loader(ABC):
     ) -> list[TaskRecord]:
         """Items of ``tasks`` (all the loader's tasks where None) from the dataset at ``root``.
 
+        What was left out is logged (a warning where it was not by the dataset's design);
+        `load_with_report` returns it instead.
+
         Args:
             root: The dataset folder as downloaded (or a file, for QA-JSON datasets).
             tasks: Task names to produce; all of `tasks` where None.
@@ -153,6 +154,24 @@ class Loader(ABC):
                 or no annotation files where the layout puts them.
             AnnotationError: For a malformed annotation file (naming the file and line).
         """
+        loaded = self.load_with_report(root, tasks=tasks, every_s=every_s, **options)
+        loaded.report.log(log)
+        return loaded.items
+
+    def load_with_report(
+        self,
+        root: Path,
+        *,
+        tasks: Sequence[str] | None = None,
+        every_s: float | None = None,
+        **options: Any,
+    ) -> LoadResult:
+        """Like `load`, but returns the `LoadReport` of what was left out with the items.
+
+        Raises:
+            ValueError: As `load`.
+            AnnotationError: As `load`.
+        """
         wanted = self.check_tasks(tasks)
         step = self.default_every_s if every_s is None else float(every_s)
         if step is not None and not step > 0:
@@ -162,8 +181,16 @@ class Loader(ABC):
             raise ValueError(f"{self.name}: no such file or folder {root}; expected {self.layout}")
         if root.is_dir() and not any(root.iterdir()):
             raise ValueError(f"{self.name}: {root} is empty; expected {self.layout}")
-        records = self._load(root, wanted, step, dict(options))
-        return sorted(records, key=lambda record: record.id)
+        report = LoadReport(dataset=self.name, root=str(root))
+        records = self._load(root, wanted, step, dict(options), report)
+        return LoadResult(sorted(records, key=lambda record: record.id), report)
+
+    def survey(self, root: Path, items: Sequence[TaskRecord]) -> Survey:
+        """What `surgagent eval check` compares ``items`` against (frames on disk, timing).
+
+        The base class knows nothing of the layout and returns an empty survey.
+        """
+        return Survey()
 
     def check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
         """The requested task names, in the loader's order.
@@ -189,6 +216,14 @@ class Loader(ABC):
 
     @abstractmethod
     def _load(
-        self, root: Path, tasks: list[str], every_s: float | None, options: dict[str, Any]
+        self,
+        root: Path,
+        tasks: list[str],
+        every_s: float | None,
+        options: dict[str, Any],
+        report: LoadReport,
     ) -> list[TaskRecord]:
-        """Build the items; ``root`` exists and is not an empty folder."""
+        """Build the items, counting in ``report`` all that is left out, with its reason.
+
+        ``root`` exists and is not an empty folder.
+        """

@@ -8,8 +8,10 @@ Native layout (the CAMMA download, unpacked; the folder itself or a ``cholec80/`
                                           one 0/1 row every 25 frames
 
 Video lengths come from the annotations (no video is decoded); a missing video file is still
-referenced as ``videos/<case>.mp4``. Questions are asked at ``0, every_s, 2*every_s, ...``
-seconds (default 60 s).
+referenced as ``videos/<case>.mp4`` (``surgagent eval check`` reports it, and compares each
+phase file's length with its video's). Questions are asked at ``0, every_s, 2*every_s, ...``
+seconds (default 60 s). Files in the annotation folders not named ``*-phase.txt`` /
+``*-tool.txt``, and videos whose tool file is missing for the tool tasks, are reported.
 
     items = Cholec80Loader().load(Path("data/cholec80"), tasks=["cholec80-phase"])
     items[0].gold  # "Preparation"
@@ -18,7 +20,7 @@ seconds (default 60 s).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,21 @@ from surgagent.evals.loaders._base import (
     time_tag,
 )
 from surgagent.evals.loaders._cholec80_tracks import (
+    VIDEO_FPS,
     PhaseTrack,
     ToolTrack,
     read_phase_file,
     read_tool_file,
+)
+from surgagent.evals.loaders._report import (
+    CaseTiming,
+    LoadReport,
+    Skip,
+    Survey,
+    TimingNote,
+    compare_timing,
+    relative_all,
+    steps_of,
 )
 from surgagent.evals.records import Media, TaskRecord
 from surgagent.tools.vocabulary import CHOLEC80_PHASES, CHOLEC80_TOOLS
@@ -50,10 +63,6 @@ _NEEDS_TOOLS = {"cholec80-tools", "cholec80-multistep"}
 # start, so "when did it first appear" would be a trivial question).
 _MILESTONE_TOOLS = ("Clipper", "Scissors", "SpecimenBag")
 _SPREAD = 8  # frames shown for whole-video questions
-
-
-def _phase_choices() -> str:
-    return ", ".join(CHOLEC80_PHASES)
 
 
 def _phase_items(
@@ -70,7 +79,7 @@ def _phase_items(
                 media=Media(video=media_video, start=t, times=[t]),
                 question=(
                     f"Which surgical phase of this laparoscopic cholecystectomy is in progress "
-                    f"at {clock(t)}? Choose one of: {_phase_choices()}."
+                    f"at {clock(t)}?"
                 ),
                 choices=list(CHOLEC80_PHASES),
                 gold=phases.at(t),
@@ -101,8 +110,7 @@ def _next_items(
                 media=Media(video=media_video, start=t, times=[t]),
                 question=(
                     f"At {clock(t)} of this laparoscopic cholecystectomy, which surgical phase "
-                    f"will come next, after the one in progress? Choose one of: "
-                    f"{_phase_choices()}."
+                    f"will come next, after the one in progress?"
                 ),
                 choices=list(CHOLEC80_PHASES),
                 gold=CHOLEC80_PHASES[following],
@@ -147,7 +155,7 @@ def _multistep_questions(
         if seen is not None:
             question = (
                 f"Which surgical phase was in progress when the {tool} first appeared in this "
-                f"video? Choose one of: {_phase_choices()}."
+                f"video?"
             )
             meta = {"tool": tool, "first_seen_s": seen}
             gold = phases.at(seen)
@@ -238,20 +246,18 @@ class Cholec80Loader(Loader):
     default_every_s = 60.0
 
     def _load(
-        self, root: Path, tasks: list[str], every_s: float | None, options: dict[str, Any]
+        self,
+        root: Path,
+        tasks: list[str],
+        every_s: float | None,
+        options: dict[str, Any],
+        report: LoadReport,
     ) -> list[TaskRecord]:
         take_options(self.name, options, {})
         step = every_s or 60.0
-        base = next(
-            (
-                folder
-                for folder in (root, root / "cholec80", root / "Cholec80")
-                if (folder / "phase_annotations").is_dir() or (folder / "tool_annotations").is_dir()
-            ),
-            root,
-        )
-        phase_files = {p.name[: -len("-phase.txt")]: p for p in _files(base, "phase")}
-        tool_files = {p.name[: -len("-tool.txt")]: p for p in _files(base, "tool")}
+        base = _base(root)
+        phase_files = _files(base, "phase", root, report)
+        tool_files = _files(base, "tool", root, report)
         if not phase_files and not tool_files:
             raise self.missing(root, "Cholec80 phase or tool annotation files")
         explicit = set(tasks) != set(self.tasks)
@@ -259,14 +265,48 @@ class Cholec80Loader(Loader):
             raise self.missing(root, "phase annotation files (phase_annotations/*-phase.txt)")
         if explicit and _NEEDS_TOOLS & set(tasks) and not tool_files:
             raise self.missing(root, "tool annotation files (tool_annotations/*-tool.txt)")
+        needs_tools = bool(_NEEDS_TOOLS & set(tasks))
         items: list[TaskRecord] = []
         for case in sorted(set(phase_files) | set(tool_files)):
             video = _video_path(base, case, root)
             phases = read_phase_file(phase_files[case]) if case in phase_files else None
-            needs_tools = _NEEDS_TOOLS & set(tasks)
             tools = read_tool_file(tool_files[case]) if case in tool_files and needs_tools else None
+            _report_incomplete(case, phase_files, tool_files, tasks, root, report)
             items.extend(self._case_items(case, video, phases, tools, tasks, step))
         return items
+
+    def survey(self, root: Path, items: Sequence[TaskRecord]) -> Survey:
+        """Videos on disk; each phase file's length and tool rows against the video."""
+        base = _base(root)
+        videos = base / "videos"
+        found = sorted(videos.iterdir()) if videos.is_dir() else []
+        found = [path for path in found if path.suffix.lower() in _VIDEO_SUFFIXES]
+        survey = Survey(
+            assumptions=[
+                f"phase rows count frames of the {VIDEO_FPS:g} fps video, one row per frame",
+                f"tool rows every {VIDEO_FPS:g} frames (1 per second)",
+                "videoNN-phase.txt / videoNN-tool.txt belong to videos/videoNN.<mp4|avi|...>",
+            ],
+            frames=relative_all(found, root),
+        )
+        for case, path in _files(base, "phase", root, None).items():
+            try:
+                phases = read_phase_file(path)
+            except ValueError:
+                continue  # the load itself reports it
+            rows = len(phases.labels)
+            timing = CaseTiming(
+                case=case,
+                annotation=relative(path, root),
+                last_frame=round((rows - 1) * VIDEO_FPS / phases.fps),
+                annotated_s=round(phases.duration, 3),
+                assumed_fps=VIDEO_FPS,
+            )
+            video = next((p for p in found if p.stem == case), None)
+            survey.timings.append(compare_timing(timing, video, root, slack_s=1.0))
+        for path in _files(base, "tool", root, None).values():
+            survey.notes += _tool_step_notes(path, root)
+        return survey
 
     @staticmethod
     def _case_items(
@@ -289,9 +329,56 @@ class Cholec80Loader(Loader):
         return items
 
 
-def _files(base: Path, kind: str) -> list[Path]:
+def _base(root: Path) -> Path:
+    for folder in (root, root / "cholec80", root / "Cholec80"):
+        if (folder / "phase_annotations").is_dir() or (folder / "tool_annotations").is_dir():
+            return folder
+    return root
+
+
+def _files(base: Path, kind: str, root: Path, report: LoadReport | None) -> dict[str, Path]:
+    """Case -> ``<case>-<kind>.txt`` of ``<kind>_annotations/``; other files are reported."""
     folder = base / f"{kind}_annotations"
-    return sorted(folder.glob(f"*-{kind}.txt")) if folder.is_dir() else []
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_file() and path.name.endswith(f"-{kind}.txt"):
+            files[path.name[: -len(f"-{kind}.txt")]] = path
+        elif report is not None:
+            reason = f"not a videoNN-{kind}.txt annotation file"
+            report.skip(relative(path, root), reason, Skip.UNRECOGNISED)
+    return files
+
+
+def _report_incomplete(
+    case: str,
+    phase_files: dict[str, Path],
+    tool_files: dict[str, Path],
+    tasks: Iterable[str],
+    root: Path,
+    report: LoadReport,
+) -> None:
+    """Count a video whose phase or tool file is missing for the tasks asked."""
+    wanted = set(tasks)
+    if case in phase_files and case not in tool_files and wanted & _NEEDS_TOOLS:
+        reason = f"no tool_annotations/{case}-tool.txt: no tool or multi-step items"
+        report.skip(relative(phase_files[case], root), reason, Skip.INCOMPLETE)
+    if case in tool_files and case not in phase_files and wanted & _NEEDS_PHASES:
+        reason = f"no phase_annotations/{case}-phase.txt: no phase or multi-step items"
+        report.skip(relative(tool_files[case], root), reason, Skip.INCOMPLETE)
+
+
+def _tool_step_notes(path: Path, root: Path) -> list[TimingNote]:
+    """A note where tool rows are not one every 25 frames."""
+    try:
+        tools = read_tool_file(path)
+    except ValueError:
+        return []  # the load itself reports it
+    odd = {s: n for s, n in steps_of(tools.frames.tolist()).items() if s != int(VIDEO_FPS)}
+    if not odd:
+        return []
+    shown = ", ".join(f"{step} ({n}x)" for step, n in sorted(odd.items())[:4])
+    problem = f"tool rows not {VIDEO_FPS:g} frames apart: steps {shown}"
+    return [TimingNote(path=relative(path, root), problem=problem, count=sum(odd.values()))]
 
 
 def _video_path(base: Path, case: str, root: Path) -> str:

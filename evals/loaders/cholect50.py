@@ -9,8 +9,14 @@ Native layout (CAMMA-public/cholect50 ``docs/README-Format.md``; the folder itse
 ``annotations`` maps each frame id to a list of triplet instances, each a 15-number vector
 ``[triplet, instrument, score, x, y, w, h, verb, target, score, x, y, w, h, phase]`` (the
 official loader reads the triplet at 0, instrument 1, verb 7, target 8, phase 14); ``-1``
-means none. Triplet ids are named by the file's ``categories["triplet"]`` where present,
-otherwise by the 100-class table of ivtmetrics' ``maps.txt`` below.
+means none. Triplet ids are named by the file's ``categories["triplet"]`` (a dict of
+per-task tables in the challenge-val v1.5 files, a list of them in README-Format) where
+present, otherwise by the 100-class table of ivtmetrics' ``maps.txt`` below.
+
+Frame ids count frames of the 1 fps frame folders and may be sparse (not every second is
+annotated). ``every_s`` keeps one frame per ``every_s`` seconds: the first kept frame of
+each window ``[k * every_s, (k + 1) * every_s)``. Frames with only null triplets and frames
+between the windows' picks are left out by design (counted in the load report).
 
     items = CholecT50Loader().load(Path("data/CholecT50"))
     items[0].gold  # [["grasper", "retract", "gallbladder"], ["hook", "dissect", "gallbladder"]]
@@ -19,11 +25,20 @@ otherwise by the 100-class table of ivtmetrics' ``maps.txt`` below.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from surgagent.evals.loaders._base import AnnotationError, Loader, relative, take_options
+from surgagent.evals.loaders._report import (
+    CaseTiming,
+    LoadReport,
+    Skip,
+    Survey,
+    TimingNote,
+    relative_all,
+)
 from surgagent.evals.records import Media, TaskRecord
 from surgagent.tools.vocabulary import CHOLECT50_INSTRUMENTS, CHOLECT50_TARGETS, CHOLECT50_VERBS
 
@@ -151,13 +166,45 @@ def _frame_triplets(
     return sorted(ids), phase
 
 
+def _base(root: Path) -> Path:
+    for folder in (root, root / "CholecT50", root / "cholect50"):
+        if (folder / "labels").is_dir():
+            return folder
+    return root
+
+
+def _frame_ids(path: Path, data: Mapping[str, Any]) -> list[int]:
+    """The annotation keys as frame numbers, ascending.
+
+    Raises:
+        AnnotationError: For a key that is not a whole number.
+    """
+    keys = []
+    for key in data["annotations"]:
+        if not str(key).isdigit():
+            raise AnnotationError.at(path, None, f"frame id {key!r} is not a number.")
+        keys.append(int(key))
+    return sorted(keys)
+
+
+def one_per_window(times: Sequence[float], every_s: float) -> list[int]:
+    """Indices of the first of ``times`` (ascending) in each window of ``every_s`` seconds."""
+    chosen, last = [], None
+    for index, seconds in enumerate(times):
+        window = math.floor(seconds / every_s + 1e-9)
+        if window != last:
+            chosen.append(index)
+            last = window
+    return chosen
+
+
 class CholecT50Loader(Loader):
     """CholecT50 (Nwoye et al. 2022): 50 videos, frames at 1 fps with action triplets.
 
     Task ``cholect50-triplet``: gold is the sorted list of ``[instrument, verb, target]``
-    names in the frame. ``every_s`` keeps frame ids that are multiples of
-    ``every_s * fps`` (default 1 s: every annotated frame). Options: ``keep_empty``
-    (default False) also keeps frames without a triplet, with gold ``[]``.
+    names in the frame. ``every_s`` keeps one frame per ``every_s`` seconds of video
+    (default 1 s: every annotated frame). Options: ``keep_empty`` (default False) also
+    keeps frames without a triplet, with gold ``[]``.
     """
 
     name = "cholect50"
@@ -169,13 +216,15 @@ class CholecT50Loader(Loader):
     default_every_s = 1.0
 
     def _load(
-        self, root: Path, tasks: list[str], every_s: float | None, options: dict[str, Any]
+        self,
+        root: Path,
+        tasks: list[str],
+        every_s: float | None,
+        options: dict[str, Any],
+        report: LoadReport,
     ) -> list[TaskRecord]:
         keep_empty = bool(take_options(self.name, options, {"keep_empty": False})["keep_empty"])
-        base = next(
-            (f for f in (root, root / "CholecT50", root / "cholect50") if (f / "labels").is_dir()),
-            root,
-        )
+        base = _base(root)
         files = sorted((base / "labels").glob("*.json")) if (base / "labels").is_dir() else []
         if not files:
             raise self.missing(root, "CholecT50 label files (labels/VIDxx.json)")
@@ -186,30 +235,41 @@ class CholecT50Loader(Loader):
         )
         items: list[TaskRecord] = []
         for path in files:
-            items.extend(self._video_items(path, base, root, question, every_s or 1.0, keep_empty))
+            items.extend(
+                self._video_items(path, base, root, question, every_s or 1.0, keep_empty, report)
+            )
         return items
 
     @staticmethod
     def _video_items(
-        path: Path, base: Path, root: Path, question: str, every_s: float, keep_empty: bool
+        path: Path,
+        base: Path,
+        root: Path,
+        question: str,
+        every_s: float,
+        keep_empty: bool,
+        report: LoadReport,
     ) -> list[TaskRecord]:
         data = _read_labels(path)
         case = path.stem
+        where = relative(path, root)
         fps = float(data.get("fps") or 1.0)
-        step = max(1, round(every_s * fps))
         names = triplet_names(data)
         phases = _categories(data, "phase") or dict(enumerate(CHOLECT50_PHASES))
         frames_dir = base / "videos" / case
+        kept: list[tuple[int, list[int], int | None]] = []
+        for frame in _frame_ids(path, data):
+            ids, phase = _frame_triplets(path, str(frame), data["annotations"][str(frame)], names)
+            if ids or keep_empty:
+                kept.append((frame, ids, phase))
+            else:
+                reason = "frame without a triplet (keep_empty=True keeps it)"
+                report.skip(where, reason, Skip.DESIGN)
+        chosen = one_per_window([frame / fps for frame, _, _ in kept], every_s)
+        reason = f"not the first frame of its {every_s:g} s window (every_s)"
+        report.skip(where, reason, Skip.DESIGN, count=len(kept) - len(chosen))
         items = []
-        for key, instances in data["annotations"].items():
-            if not str(key).isdigit():
-                raise AnnotationError.at(path, None, f"frame id {key!r} is not a number.")
-            frame = int(key)
-            if frame % step:
-                continue
-            ids, phase = _frame_triplets(path, key, instances, names)
-            if not ids and not keep_empty:
-                continue
+        for frame, ids, phase in (kept[index] for index in chosen):
             meta: dict[str, Any] = {"frame": frame, "triplet_ids": ids, "fps": fps}
             if phase is not None and phase in phases:
                 meta["phase"] = phases[phase]
@@ -229,3 +289,54 @@ class CholecT50Loader(Loader):
                 )
             )
         return items
+
+    def survey(self, root: Path, items: Sequence[TaskRecord]) -> Survey:
+        """Frames on disk; each label file's frame ids against its ``num_frames`` and fps."""
+        base = _base(root)
+        frames = sorted((base / "videos").glob("*/*.png")) if (base / "videos").is_dir() else []
+        survey = Survey(
+            assumptions=[
+                "labels/VIDxx.json frame id N is videos/VIDxx/{N:06d}.png, at N / fps s "
+                "(fps from the file, 1 where absent)",
+                "frame ids may be sparse; they must stay below the file's num_frames",
+            ],
+            frames=relative_all(frames, root),
+            annotated=[],
+        )
+        annotated: list[str] = []
+        for path in sorted((base / "labels").glob("*.json")):
+            try:
+                data = _read_labels(path)
+                ids = _frame_ids(path, data)
+            except AnnotationError:
+                continue  # the load itself reports it
+            folder = base / "videos" / path.stem
+            annotated += [relative(folder / f"{frame:06d}.png", root) for frame in ids]
+            if not ids:
+                continue
+            fps = float(data.get("fps") or 1.0)
+            where = relative(path, root)
+            if fps != 1.0:
+                survey.notes.append(
+                    TimingNote(path=where, problem=f"fps is {fps:g}, not the 1 fps of the release")
+                )
+            count = data.get("num_frames")
+            beyond = [i for i in ids if isinstance(count, int) and i >= count]
+            if beyond:
+                note = f"frame ids from {beyond[0]} are at or past num_frames={count}"
+            else:
+                note = f"{len(ids)} annotated frame ids of {count} frames" if count else ""
+            survey.timings.append(
+                CaseTiming(
+                    case=path.stem,
+                    annotation=where,
+                    last_frame=ids[-1],
+                    annotated_s=(ids[-1] + 1) / fps,
+                    assumed_fps=fps,
+                    agrees=not beyond,
+                    error=bool(beyond),
+                    note=note,
+                )
+            )
+        survey.annotated = annotated
+        return survey

@@ -7,16 +7,23 @@ the folder or one level down)::
     seq_1/vqa/Classification/frame000_QA.txt    one "question|answer" per line
 
 A line may join several questions with ``&`` that share one answer; each becomes an item.
-The image of ``frameXXX_QA.txt`` is ``left_frames/frameXXX.png``. Choices are the 18
-answer classes of the Surgical-VQA classifier, plus any other answer the files contain.
-Sequences 1, 5 and 16 are the usual validation split (``meta.split``).
+The image of ``frameXXX_QA.txt`` is ``left_frames/frameXXX.png``. Choices and gold are the
+18 answer classes of the Surgical-VQA classifier spelt as the files spell them
+(``Tissue_Manipulation``, ``Tool_Manipulation``, ``Ultrasound_Sensing``); the question shows
+them readable ("Tissue Manipulation"), and an answer spelt otherwise ("Tissue Manipulation")
+is taken as its class. An answer outside the classes stays as written and is added to the
+choices (``surgagent eval check`` names it). Files under ``Classification/`` not named
+``*_QA.txt`` are left out and reported. Sequences 1, 5 and 16 are the usual validation split
+(``meta.split``).
 
     items = EndoVis18VQALoader().load(Path("data/EndoVis-18-VQA"))
-    items[0].question, items[0].gold  # ("what organ is being operated?", "kidney")
+    items[0].question, items[0].gold  # ("what organ is being operated? ...", "kidney")
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +34,19 @@ from surgagent.evals.loaders._base import (
     relative,
     take_options,
 )
+from surgagent.evals.loaders._report import LoadReport, Skip, Survey, relative_all
 from surgagent.evals.records import Media, TaskRecord
 
-__all__ = ["ENDOVIS18_VQA_CLASSES", "EndoVis18VQALoader"]
+__all__ = ["ENDOVIS18_VQA_CLASSES", "EndoVis18VQALoader", "answer_class"]
 
+# The answer classes in the order and spelling of the Surgical-VQA EndoVis18 loaders.
 ENDOVIS18_VQA_CLASSES = (
     "kidney",
     "Idle",
     "Grasping",
     "Retraction",
-    "Tissue Manipulation",
-    "Tool Manipulation",
+    "Tissue_Manipulation",
+    "Tool_Manipulation",
     "Cutting",
     "Cauterization",
     "Suction",
@@ -45,13 +54,26 @@ ENDOVIS18_VQA_CLASSES = (
     "Suturing",
     "Clipping",
     "Staple",
-    "Ultrasound Sensing",
+    "Ultrasound_Sensing",
     "left-top",
     "right-top",
     "left-bottom",
     "right-bottom",
 )
 _VALIDATION_SEQUENCES = {"seq_1", "seq_5", "seq_16"}
+_IMAGE_FOLDERS = ("left_frames", "left_fr")
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+
+_BY_KEY = {_key(label): label for label in ENDOVIS18_VQA_CLASSES}
+
+
+def answer_class(answer: str) -> str | None:
+    """The class an answer names, whatever its spacing (``Tissue Manipulation`` too)."""
+    return _BY_KEY.get(_key(answer))
 
 
 def _kind(question: str) -> str:
@@ -102,23 +124,36 @@ class EndoVis18VQALoader(Loader):
     )
 
     def _load(
-        self, root: Path, tasks: list[str], every_s: float | None, options: dict[str, Any]
+        self,
+        root: Path,
+        tasks: list[str],
+        every_s: float | None,
+        options: dict[str, Any],
+        report: LoadReport,
     ) -> list[TaskRecord]:
         take_options(self.name, options, {})
-        pattern = "seq_*/vqa/Classification/*.txt"
-        files = sorted({*root.glob(pattern), *root.glob(f"*/{pattern}")})
+        files = []
+        for path in _question_files(root):
+            if path.name.endswith("_QA.txt"):
+                files.append(path)
+            else:
+                report.skip(relative(path, root), "not a frameXXX_QA.txt file", Skip.UNRECOGNISED)
         if not files:
             raise self.missing(root, "EndoVis18-VQA question files")
         sequences = case_names(sorted({path.parents[2] for path in files}))
         loaded = [(path, read_qa_file(path)) for path in files]
-        extra = sorted({a for _, pairs in loaded for _, _, a in pairs} - set(ENDOVIS18_VQA_CLASSES))
+        answers = {a for _, pairs in loaded for _, _, a in pairs}
+        extra = sorted(a for a in answers if answer_class(a) is None)
         choices = [*ENDOVIS18_VQA_CLASSES, *extra]
         items = []
         for path, pairs in loaded:
             sequence = path.parents[2]
             case = sequences[sequence]
-            frame = path.stem.split("_")[0]
-            image = relative(sequence / "left_frames" / f"{frame}.png", root)
+            frame = path.name[: -len("_QA.txt")]
+            folder = next(
+                (name for name in _IMAGE_FOLDERS if (sequence / name).is_dir()), _IMAGE_FOLDERS[0]
+            )
+            image = relative(sequence / folder / f"{frame}.png", root)
             for index, (line, question, answer) in enumerate(pairs):
                 items.append(
                     TaskRecord(
@@ -127,9 +162,9 @@ class EndoVis18VQALoader(Loader):
                         dataset="endovis2018-vqa",
                         case=case,
                         media=Media(frames=[image]),
-                        question=f"{question} Answer with one of: {', '.join(choices)}.",
+                        question=question,
                         choices=choices,
-                        gold=answer,
+                        gold=answer_class(answer) or answer,
                         meta={
                             "kind": _kind(question),
                             "source": relative(path, root),
@@ -139,3 +174,25 @@ class EndoVis18VQALoader(Loader):
                     )
                 )
         return items
+
+    def survey(self, root: Path, items: Sequence[TaskRecord]) -> Survey:
+        """Frame images on disk; the assumption that a QA file names its frame."""
+        sequences = {path.parents[2] for path in _question_files(root)}
+        frames = [
+            image
+            for sequence in sequences
+            for name in _IMAGE_FOLDERS
+            for image in (sequence / name).glob("*.png")
+        ]
+        return Survey(
+            assumptions=[
+                "seq_N/vqa/Classification/frameXXX_QA.txt asks about "
+                "seq_N/left_frames/frameXXX.png (still frames; no video)"
+            ],
+            frames=relative_all(frames, root),
+        )
+
+
+def _question_files(root: Path) -> list[Path]:
+    pattern = "seq_*/vqa/Classification/*.txt"
+    return sorted({*root.glob(pattern), *root.glob(f"*/{pattern}")})

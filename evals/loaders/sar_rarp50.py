@@ -5,11 +5,13 @@ level down, e.g. ``train1/``, ``train2/``, ``test/``)::
 
     video_1/video_left.avi
     video_1/action_discrete.txt      "frame_index,action_id" rows, no header, at 10 Hz
+                                     (frame indices plain or zero-padded: 000000006,1)
 
-Frame indices count frames of the 60 fps video (the toolkit samples every 6th frame), so the
-moment of a row is ``frame / 60`` s (``video_fps`` option). Questions are asked at
-``0, every_s, ...`` seconds (default 10 s) while the annotation lasts; the label at t is
-that of the last row at or before t.
+Frame indices count frames of the 60 fps video, one row every 6 frames, so the moment of a
+row is ``frame / 60`` s (``video_fps`` option). Questions are asked at ``0, every_s, ...``
+seconds (default 10 s) while the annotation lasts (up to the last row plus one row step);
+the label at t is that of the last row at or before t. ``surgagent eval check`` compares
+the row step with 6 and the last row with the video's length.
 
     items = SarRarp50Loader().load(Path("data/SAR-RARP50"))
     items[0].gold  # "Picking-up the needle"
@@ -17,6 +19,7 @@ that of the last row at or before t.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +35,21 @@ from surgagent.evals.loaders._base import (
     take_options,
     time_tag,
 )
+from surgagent.evals.loaders._report import (
+    CaseTiming,
+    LoadReport,
+    Survey,
+    TimingNote,
+    compare_timing,
+    steps_of,
+)
 from surgagent.evals.records import Media, TaskRecord
 from surgagent.tools.vocabulary import SAR_RARP50_ACTIONS
 
-__all__ = ["SarRarp50Loader", "read_action_file"]
+__all__ = ["ROW_STEP", "SarRarp50Loader", "read_action_file"]
+
+ROW_STEP = 6  # video frames between two rows (10 Hz of a 60 fps video)
+_NAME = "action_discrete.txt"
 
 
 def read_action_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +101,15 @@ class SarRarp50Loader(Loader):
     default_every_s = 10.0
 
     def _load(
-        self, root: Path, tasks: list[str], every_s: float | None, options: dict[str, Any]
+        self,
+        root: Path,
+        tasks: list[str],
+        every_s: float | None,
+        options: dict[str, Any],
+        report: LoadReport,
     ) -> list[TaskRecord]:
         video_fps = float(take_options(self.name, options, {"video_fps": 60.0})["video_fps"])
-        name = "action_discrete.txt"
-        files = sorted({*root.glob(name), *root.glob(f"*/{name}"), *root.glob(f"*/*/{name}")})
+        files = _action_files(root)
         if not files:
             raise self.missing(root, "SAR-RARP50 action files (action_discrete.txt)")
         cases = case_names([path.parent for path in files])
@@ -103,7 +121,7 @@ class SarRarp50Loader(Loader):
             case = cases[folder]
             video = relative(folder / "video_left.avi", root)
             split = folder.parent.name if folder.parent != root else ""
-            duration = (int(frames[-1]) + 1) / video_fps
+            duration = (int(frames[-1]) + ROW_STEP) / video_fps
             for t in sample_times(duration, every_s or 10.0):
                 row = int(np.searchsorted(frames, t * video_fps + 1e-6, side="right")) - 1
                 row = max(row, 0)
@@ -126,7 +144,59 @@ class SarRarp50Loader(Loader):
                             "action_id": action,
                             "frame": int(frames[row]),
                             "split": split,
+                            "video_fps": video_fps,
                         },
                     )
                 )
         return items
+
+    def survey(self, root: Path, items: Sequence[TaskRecord]) -> Survey:
+        """Videos on disk; each file's row step against 6 and its last row against the video."""
+        fps = 60.0
+        for item in items:
+            if item.meta.get("video_fps"):
+                fps = float(item.meta["video_fps"])
+        files = _action_files(root)
+        name = "video_left.avi"
+        videos = {*root.glob(name), *root.glob(f"*/{name}"), *root.glob(f"*/*/{name}")}
+        survey = Survey(
+            assumptions=[
+                f"action_discrete.txt frame indices count frames of the {fps:g} fps "
+                "video_left.avi next to it",
+                f"one row every {ROW_STEP} frames ({fps / ROW_STEP:g} Hz); a row's action "
+                "lasts until the next row",
+            ],
+            frames=sorted(relative(video, root) for video in videos),
+        )
+        for path in files:
+            where = relative(path, root)
+            try:
+                frames, _ = read_action_file(path)
+            except AnnotationError:
+                continue  # the load itself reports it
+            steps = steps_of(frames.tolist())
+            odd = {step: n for step, n in steps.items() if step != ROW_STEP}
+            if odd:
+                shown = ", ".join(f"{step} ({n}x)" for step, n in sorted(odd.items())[:4])
+                survey.notes.append(
+                    TimingNote(
+                        path=where,
+                        problem=f"rows not {ROW_STEP} frames apart: steps {shown}",
+                        count=sum(odd.values()),
+                    )
+                )
+            last = int(frames[-1])
+            timing = CaseTiming(
+                case=path.parent.name,
+                annotation=where,
+                last_frame=last,
+                annotated_s=round((last + ROW_STEP) / fps, 3),
+                assumed_fps=fps,
+            )
+            video = path.parent / "video_left.avi"
+            survey.timings.append(compare_timing(timing, video, root, slack_s=ROW_STEP / fps))
+        return survey
+
+
+def _action_files(root: Path) -> list[Path]:
+    return sorted({*root.glob(_NAME), *root.glob(f"*/{_NAME}"), *root.glob(f"*/*/{_NAME}")})

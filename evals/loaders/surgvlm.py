@@ -10,11 +10,13 @@ Accepted item shapes (one file may mix them; a JSON file holds a list, or an obj
     {"video": "clip.mp4", "messages": [{"role": "user", "content": "..."},
                                        {"role": "assistant", "content": "..."}]}
 
-Each human/gpt pair of a conversation becomes one item. Media paths are taken relative to
-the JSON file's folder and stored relative to the dataset root. ``meta.qa_type`` is the
-item's ``task``/``type``/``qa_type``/``question_type``/``category`` mapped to the parser
-family (phase, step, action, triplet, cvs, box, grid, instrument, tissue, ...); the raw
-value stays in ``meta.qa_type_raw``. The exact SurgSigma-DB field names were not verified.
+Each human/gpt pair of a conversation becomes one item. An id the source repeats gets
+``~2``, ``~3``... so both items are kept; the load report counts each such repeat. Media
+paths are taken relative to the JSON file's folder and stored relative to the dataset root.
+``meta.qa_type`` is the item's ``task``/``type``/``qa_type``/``question_type``/``category``
+mapped to the parser family (phase, step, action, triplet, cvs, box, grid, instrument,
+tissue, ...); the raw value stays in ``meta.qa_type_raw``. The exact SurgSigma-DB field
+names were not verified.
 
     items = SurgVLMLoader().load(Path("data/surgsigma/test.jsonl"))
     items[0].meta["qa_type"]  # "phase"
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from surgagent.evals.loaders._base import AnnotationError, Loader, relative, take_options
+from surgagent.evals.loaders._report import LoadReport, Skip
 from surgagent.evals.records import Media, TaskRecord
 
 __all__ = ["SurgVLMLoader", "qa_type"]
@@ -152,7 +155,12 @@ class SurgVLMLoader(Loader):
     )
 
     def _load(
-        self, root: Path, tasks: list[str], every_s: float | None, options: dict[str, Any]
+        self,
+        root: Path,
+        tasks: list[str],
+        every_s: float | None,
+        options: dict[str, Any],
+        report: LoadReport,
     ) -> list[TaskRecord]:
         take_options(self.name, options, {})
         if root.is_file():
@@ -175,7 +183,13 @@ class SurgVLMLoader(Loader):
                     raise AnnotationError.at(
                         path, line, f"{where} has no question+answer or human/gpt conversation."
                     )
-                items += self._item_records(path, base, index, item, turns, seen)
+                records = self._item_records(path, base, index, item, turns, seen)
+                for record in records:
+                    if "~" in record.id.rsplit("/", 1)[-1]:
+                        reason = "id repeats an earlier item's; kept with a ~N suffix"
+                        where = relative(path, base)
+                        report.skip(where, reason, Skip.RENAMED, example=record.id)
+                items += records
         return items
 
     @staticmethod

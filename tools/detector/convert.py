@@ -27,6 +27,7 @@ from surgagent.tools.detector.data import (
     yolo_box,
 )
 from surgagent.tools.errors import ConfigError
+from surgagent.tools.vocabulary import mask_folder_instrument
 
 __all__ = ["convert_coco", "convert_masks", "convert_voc", "mask_class_names"]
 
@@ -248,13 +249,8 @@ _MASK_FOLDERS = ("ground_truth", "masks")
 
 
 def _mask_class(folder: str) -> str:
-    """``Left_Prograsp_Forceps_labels`` -> ``Prograsp_Forceps``."""
-    name = folder
-    for prefix in ("Left_", "Right_", "left_", "right_"):
-        name = name.removeprefix(prefix)
-    for suffix in ("_labels", "_label", "_masks", "_mask"):
-        name = name.removesuffix(suffix)
-    return name
+    """``Left_Prograsp_Forceps_labels`` (or ``Prograsp_Forceps_Left``) -> ``Prograsp_Forceps``."""
+    return mask_folder_instrument(folder)[0].replace(" ", "_")
 
 
 def _components(mask: Any, min_area: int) -> list[tuple[int, int, int, int]]:
