@@ -505,6 +505,27 @@ class SurgicalAgent:
         raw = state.values.get("result")
         return AnswerResult.model_validate(raw) if raw else None
 
+    def turn_results(self, thread_id: str) -> list[AnswerResult | None]:
+        """Each turn's answer, oldest first, read back from the session's saved checkpoints.
+
+        A turn whose answer was never saved (its process was stopped mid-run) is None.
+        """
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        found: dict[int, AnswerResult] = {}
+        for snapshot in self.graph.get_state_history(config):  # newest first
+            raw = snapshot.values.get("result")
+            if raw:
+                messages = snapshot.values.get("messages", [])
+                turn = sum(isinstance(m, HumanMessage) for m in messages) - 1
+                found.setdefault(turn, AnswerResult.model_validate(raw))
+        results: list[AnswerResult | None] = []
+        for turn in range(len(self.turns(thread_id))):
+            result = found.get(turn)
+            if result is not None:
+                result.thread_id = thread_id
+            results.append(result)
+        return results
+
     @staticmethod
     def _result(state: dict[str, Any], config: RunnableConfig) -> AnswerResult:
         result = AnswerResult.model_validate(state["result"])

@@ -55,8 +55,11 @@ class AnswerResult(BaseModel):
         trace: Every planner turn and tool call, with arguments, timings and errors.
         reasoning: The planner's thinking, turn by turn.
         usage: Tokens and images the planner consumed.
-        warnings: Problems with the answer's grounding, e.g. it cites a passage that was
-            not retrieved, or used guideline retrieval but cites nothing.
+        warnings: Problems with the answer's grounding, one sentence each: it cites a
+            passage that was not retrieved, or retrieved guidelines but cites none; it cites
+            a time no tool looked at; it says an instrument or phase is present where the
+            detector or segmenter found otherwise; or it leaves a disagreement between tools
+            unmentioned.
         case_id: The case the answer is about.
         thread_id: The session it belongs to.
     """

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 
+from surgagent.graphs.grounding import check_grounding
 from surgagent.graphs.result import AnswerResult, AnswerStatus, Citation, TraceStep
 from surgagent.tools.answers import split_thinking
 from surgagent.tools.base import Evidence, ToolRecord, format_time
@@ -117,7 +118,12 @@ def _trace(turn: Sequence[AnyMessage]) -> list[TraceStep]:
 def build_result(
     messages: Sequence[AnyMessage], *, status: AnswerStatus, error: str | None, case_id: str
 ) -> AnswerResult:
-    """Collect the turn's answer, thinking, evidence, citations, trace and usage."""
+    """Collect the turn's answer, thinking, evidence, citations, trace and usage.
+
+    The answer is checked against what the tools found (`check_grounding`): each cited
+    passage, time and presence claim it cannot stand on, and each disagreement between
+    tools it leaves unmentioned, is a sentence in ``warnings``.
+    """
     turn = current_turn(messages)
     reasoning: list[str] = []
     usage = Usage()
@@ -145,7 +151,9 @@ def build_result(
         answer = error
     elif not answer:
         status, answer = "error", "The planner returned an empty answer."
-    citations, warnings = ground_citations(turn, answer if status != "error" else "")
+    checked = answer if status != "error" else ""
+    citations, warnings = ground_citations(turn, checked)
+    warnings += check_grounding(messages, turn, checked)
     return AnswerResult(
         answer=answer,
         status=status,

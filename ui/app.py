@@ -17,6 +17,7 @@ is not the visitor's. Sessions of ``surgagent chat`` are never offered on the we
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import os
 import secrets
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from surgagent.agent.settings import Settings
     from surgagent.tools.cache import Case
 
-__all__ = ["NotYours", "ReviewServer", "key_frames", "stream_answer"]
+__all__ = ["NotYours", "ReviewServer", "answer_with_warnings", "key_frames", "stream_answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +240,10 @@ class ReviewServer:
             elif isinstance(message, AIMessage) and not message.tool_calls and message.text:
                 _, answer = split_thinking(message.text)  # as the live answer was split
                 history.append({"role": "assistant", "content": views.answer_markdown(answer)})
-        return history, agent.last_result(thread_id)
+        result = agent.last_result(thread_id)
+        if result is not None and history and history[-1]["role"] == "assistant":
+            history[-1]["content"] = answer_with_warnings(result.answer, result)
+        return history, result
 
     # -- the page ------------------------------------------------------------------------------
 
@@ -263,6 +267,15 @@ class ReviewServer:
             options["auth"] = self.access.check
             options["auth_message"] = "Log in with any name and the server's token as password."
         return options
+
+
+def answer_with_warnings(text: str, result: AnswerResult | None) -> str:
+    """The answer for the chat, with its grounding warnings (if any) under it."""
+    shown = views.answer_markdown(text)
+    if result is None or not result.warnings:
+        return shown
+    notes = "\n\n".join(f"> **Unsupported:** {html.escape(w)}" for w in result.warnings)
+    return f"{shown}\n\n{notes}"
 
 
 def _discard_gradio_copy(temporary: Path) -> None:

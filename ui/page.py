@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from surgagent.ui import views
-from surgagent.ui.app import NotYours, ReviewServer, key_frames, stream_answer
+from surgagent.ui.app import (
+    NotYours,
+    ReviewServer,
+    answer_with_warnings,
+    key_frames,
+    stream_answer,
+)
 from surgagent.ui.auth import Access
 from surgagent.ui.store import VIDEO_SUFFIXES, UploadError
 
@@ -160,6 +166,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             if result is None:
                 yield history, "", *(gr.update(),) * 4, gr.update(), gr.update()
                 continue
+            history[-1] = {"role": "assistant", "content": answer_with_warnings(text, result)}
             choices = server.session_choices(server.open(key, owner).id, owner)
             yield (
                 history,
