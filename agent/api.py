@@ -51,11 +51,12 @@ if TYPE_CHECKING:
     from surgagent.tools.phase.engine import PhaseSegmenter
     from surgagent.tools.vision import VisionBackend
 
-__all__ = ["AgentEvent", "AnswerResult", "SessionInfo", "SessionTurn", "SurgicalAgent"]
+__all__ = ["LIBRARY", "AgentEvent", "AnswerResult", "SessionInfo", "SessionTurn", "SurgicalAgent"]
 
 logger = logging.getLogger(__name__)
 
 
+LIBRARY = "library"  # the case id of sessions that ask across the case library
 _SESSION_SCAN = 500  # newest checkpoints read to find the recent sessions
 _SESSION_WAIT_S = 300.0  # how long a turn waits for another process's turn on its session
 
@@ -240,9 +241,33 @@ class SurgicalAgent:
             weakref.WeakValueDictionary()
         )
         self._thread_locks_guard = threading.Lock()
+        self._checkpointer = checkpointer or InMemorySaver()
         self.graph: CompiledStateGraph[Any, RunContext, Any, Any] = build_case_review_graph(
-            self.tools, prompts, checkpointer=checkpointer or InMemorySaver()
+            self.tools, prompts, checkpointer=self._checkpointer
         )
+        self._library_graph: CompiledStateGraph[Any, RunContext, Any, Any] | None = None
+
+    @property
+    def library_graph(self) -> CompiledStateGraph[Any, RunContext, Any, Any]:
+        """The graph that answers across the case library (cohort tool, guidelines).
+
+        It shares the case graph's sessions: a session is about one case or the library.
+        """
+        if self._library_graph is None:
+            from surgagent.tools.library.tools import make_library_tools
+
+            tools = make_library_tools()
+            if self.knowledge is not None:
+                from surgagent.tools.retrieval.tools import make_retrieval_tools
+
+                tools += make_retrieval_tools()
+            prompts = Prompts(
+                system=load_prompt("planner_library"), final=load_prompt("final_answer")
+            )
+            self._library_graph = build_case_review_graph(
+                tools, prompts, checkpointer=self._checkpointer
+            )
+        return self._library_graph
 
     @classmethod
     def from_settings(
@@ -302,10 +327,16 @@ class SurgicalAgent:
         """
         return case if isinstance(case, Case) else open_case(case, self.cache)
 
-    def run_context(self, case: Case) -> RunContext:
-        """The run context for one question about ``case``: models, engines, budgets."""
+    def run_context(self, case: Case | None) -> RunContext:
+        """The run context for one question about ``case`` (None: across the case library)."""
+        library = None
+        if case is None:
+            from surgagent.tools.library.engine import CohortLibrary
+
+            library = CohortLibrary(self.settings.library_db)
         return RunContext(
             case=case,
+            library=library,
             cache=self.cache,
             planner=self.planner,
             vision=self.vision,
@@ -334,6 +365,11 @@ class SurgicalAgent:
             CaseError: If the case cannot be opened.
             UserError: If a new session names no case, or the case is not the session's.
         """
+        if known == LIBRARY:
+            raise UserError(
+                f"session {thread_id!r} asks across the case library, not about one case; "
+                "ask it with library=True (surgagent cohort), or start a new session"
+            )
         if case is None:
             if known is None:
                 raise UserError(f"session {thread_id!r} is new: say which case it is about")
@@ -346,8 +382,34 @@ class SurgicalAgent:
             )
         return opened
 
+    def _library_session(self, case: str | Path | Case | None, known: str | None) -> None:
+        """Check a library question: no case named, a library session, a library to ask.
+
+        Raises:
+            UserError: If a case is named, the session is about a case, or the library is empty.
+        """
+        if case is not None:
+            raise UserError("a question across the library names no case; leave the case out")
+        if known not in (None, LIBRARY):
+            raise UserError(
+                f"this session is about case {known!r}; start a new session to ask across "
+                "the library"
+            )
+        from surgagent.tools.errors import ToolInputError
+        from surgagent.tools.library.engine import CohortLibrary
+
+        try:
+            indexed = CohortLibrary(self.settings.library_db).overview().cases
+        except ToolInputError as error:
+            raise UserError(str(error)) from None
+        if not indexed:
+            raise UserError(
+                "the case library has no indexed case yet: add cases with "
+                "`surgagent library add DIR`"
+            )
+
     def _prepare(
-        self, question: str, case: str | Path | Case | None, thread_id: str
+        self, question: str, case: str | Path | Case | None, thread_id: str, library: bool
     ) -> tuple[dict[str, Any], RunnableConfig, RunContext]:
         if not question.strip():
             raise UserError("the question is empty; ask something about the case")
@@ -356,13 +418,17 @@ class SurgicalAgent:
             "recursion_limit": recursion_limit(self.settings.step_budget),
         }
         state = self.graph.get_state(config).values
-        opened = self.session_case(case, state.get("case_id"), thread_id)
+        opened: Case | None = None
+        if library:
+            self._library_session(case, state.get("case_id"))
+        else:
+            opened = self.session_case(case, state.get("case_id"), thread_id)
         repairs = close_dangling_calls(state.get("messages", []))
         if repairs:
             logger.warning("session %s: closed %d interrupted tool calls", thread_id, len(repairs))
         inputs = {
             "messages": [*repairs, HumanMessage(content=question)],
-            "case_id": opened.id,
+            "case_id": opened.id if opened is not None else LIBRARY,
             "error": None,
             "result": None,
         }
@@ -413,33 +479,49 @@ class SurgicalAgent:
             file_lock.release()
 
     def invoke(
-        self, question: str, *, case: str | Path | Case | None = None, thread_id: str | None = None
+        self,
+        question: str,
+        *,
+        case: str | Path | Case | None = None,
+        thread_id: str | None = None,
+        library: bool = False,
     ) -> AnswerResult:
         """Answer ``question`` about ``case`` (or the session's case) and return the result.
 
-        One turn runs at a time in a session: another process's turn on it is waited for.
+        With ``library=True`` the question is asked across the case library instead (no
+        case): the planner queries the indexed cases (`surgagent library add`) and cites
+        them as ``[case-id mm:ss]``. One turn runs at a time in a session: another process's
+        turn on it is waited for.
 
         Raises:
             CaseError: If the case cannot be opened.
-            UserError: If the session is about another case, or the question is empty.
+            UserError: If the session is about another case (or the library), the question is
+                empty, or a library question finds no indexed case.
         """
         thread_id = thread_id or uuid.uuid4().hex
+        graph = self.library_graph if library else self.graph
         with self._turn(thread_id):
-            inputs, config, context = self._prepare(question, case, thread_id)
-            state = self.graph.invoke(inputs, config, context=context, durability=self._durability)
+            inputs, config, context = self._prepare(question, case, thread_id, library)
+            state = graph.invoke(inputs, config, context=context, durability=self._durability)
             return self._result(state, config)
 
     def stream(
-        self, question: str, *, case: str | Path | Case | None = None, thread_id: str | None = None
+        self,
+        question: str,
+        *,
+        case: str | Path | Case | None = None,
+        thread_id: str | None = None,
+        library: bool = False,
     ) -> Iterator[AgentEvent]:
         """Like `invoke`, but yield tokens, thinking and tool steps as they happen.
 
         The last event has ``kind="answer"`` and carries the `AnswerResult`.
         """
         thread_id = thread_id or uuid.uuid4().hex
+        graph = self.library_graph if library else self.graph
         with self._turn(thread_id):
-            inputs, config, context = self._prepare(question, case, thread_id)
-            for mode, payload in self.graph.stream(
+            inputs, config, context = self._prepare(question, case, thread_id, library)
+            for mode, payload in graph.stream(
                 inputs,
                 config,
                 context=context,

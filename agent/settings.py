@@ -216,6 +216,11 @@ class Settings(BaseSettings):
         return self.data_dir / "sessions.sqlite"
 
     @property
+    def library_db(self) -> Path:
+        """The SQLite file of the case library (`surgagent library add`)."""
+        return self.data_dir / "library.sqlite"
+
+    @property
     def knowledge_dir(self) -> Path:
         """The knowledge store's folder."""
         return self.data_dir / "knowledge"

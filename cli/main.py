@@ -33,7 +33,10 @@ from surgagent.cli._shared import (
 from surgagent.cli.detector import app as detector_app
 from surgagent.cli.eval import app as eval_app
 from surgagent.cli.knowledge import app as knowledge_app
+from surgagent.cli.library import app as library_app
 from surgagent.cli.phase import app as phase_app
+from surgagent.cli.report import report as report_command
+from surgagent.cli.session import app as session_app
 from surgagent.cli.users import app as users_app
 
 if TYPE_CHECKING:
@@ -58,7 +61,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(phase_app, name="phase", help="Train, run and evaluate the phase segmenter.")
 app.add_typer(detector_app, name="detector", help="Train, run and track the instrument detector.")
 app.add_typer(knowledge_app, name="knowledge", help="Search and extend the guideline store.")
+app.add_typer(library_app, name="library", help="Index an archive of cases; list, show, remove.")
 app.add_typer(users_app, name="users", help="Who may log in to the web app (serve --auth).")
+app.add_typer(session_app, name="session", help="Export a saved session's audit trail.")
+app.command("report")(report_command)
 app.add_typer(
     eval_app, name="eval", help="Build task sets, run the agent and the bare VLM, report."
 )
@@ -222,6 +228,35 @@ def ask(
         raise typer.Exit(2)
 
 
+@app.command()
+def cohort(
+    question: Annotated[str, typer.Argument(help="The question across the case library.")],
+    as_json: JsonOpt = False,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: UrlOpt = None,
+    thinking: ThinkingOpt = None,
+    steps: StepsOpt = None,
+) -> None:
+    """Ask a question across the indexed cases (`surgagent library add`), answered with cases.
+
+    Example: surgagent cohort "Which cases had a Calot's triangle dissection over 10 minutes?"
+    """
+    overrides = _planner_overrides(backend, model, base_url, thinking)
+    if steps is not None:
+        overrides["step_budget"] = steps
+    agent = _build_agent(overrides)
+    if as_json:
+        result = agent.invoke(question, library=True)
+        emit_json(result)
+    else:
+        result = _stream_answer(
+            agent.stream(question, library=True), show_steps=not _state.get("quiet")
+        )
+    if result.status == "error":
+        raise typer.Exit(2)
+
+
 def _chat_command(agent: SurgicalAgent, thread_id: str, line: str) -> bool:
     """Run a /command; return False to leave the chat."""
     command = line.strip().lower()
@@ -262,13 +297,9 @@ def _print_turns(turns: list[SessionTurn]) -> None:
 
 
 def _unknown_session(agent: SurgicalAgent, thread_id: str) -> str:
-    recent = agent.sessions(limit=5)
-    listed = "; ".join(
-        f"{s.thread_id} ({s.case_id or 'no case'}, {s.turns} turns, last: {s.last_question[:40]!r})"
-        for s in recent
-    )
-    known = f"recent sessions: {listed}" if recent else "there are no saved sessions yet"
-    return f"session {thread_id!r} is unknown; {known}. Give a CASE to start a new session."
+    from surgagent.agent.audit import unknown_session
+
+    return unknown_session(agent, thread_id) + " Give a CASE to start a new session."
 
 
 @app.command()

@@ -279,8 +279,9 @@ class TaskRegistry(Mapping[str, TaskSpec]):
         """Resolve every parser, scorer and vocabulary and match the specs against the loaders.
 
         Checked: each parser and scorer imports and is callable, each vocabulary is a list
-        of labels; each spec's dataset is a `LOADERS` key whose loader lists the task; each SurgVLM-Bench column is fed once; for a complete
-        registry, every task a loader produces has a spec. Runs once; later calls return.
+        of labels; each spec's dataset is a `LOADERS` key whose loader lists the task; each
+        SurgVLM-Bench column is fed once; for a complete registry, every task a loader
+        produces has a spec. Runs once; later calls return.
 
         Raises:
             TaskRegistryError: Listing every problem found.

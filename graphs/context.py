@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from surgagent.graphs.protocols import PlannerModel
     from surgagent.tools.cache import Case, CaseCache
+    from surgagent.tools.library.engine import CohortLibrary
     from surgagent.tools.vision import VisionBackend
 
 __all__ = ["RunContext"]
@@ -24,13 +25,14 @@ class RunContext:
     """Per-run inputs shared by the graph's nodes and tools.
 
     Attributes:
-        case: The surgical case being reviewed.
+        case: The surgical case being reviewed, or None for a question across the library.
         cache: Where work on cases is cached.
         planner: The planner chat model (tools are bound per run).
         vision: The perception backend, or None where none is configured.
         knowledge: The guideline store, or None where none is configured.
         detector: The instrument detector engine, or None where no weights are configured.
         segmenter: The phase segmenter engine, or None where no weights are configured.
+        library: The case library, for questions across cases (``case`` is None then).
         step_budget: Most planner turns in one answer.
         frame_budget: Most frames shown to the planner in one answer.
         tool_retries: Retries of a tool whose backend failed.
@@ -40,19 +42,36 @@ class RunContext:
         settings: The agent's settings object, for tools that need more.
     """
 
-    case: Case
+    case: Case | None
     cache: CaseCache
     planner: PlannerModel
     vision: VisionBackend | None = None
     knowledge: Any | None = None
     detector: Any | None = None
     segmenter: Any | None = None
+    library: CohortLibrary | None = None
     step_budget: int = 8
     frame_budget: int = 12
     tool_retries: int = 2
     planner_vision: bool | Literal["auto"] = "auto"
     max_image_side: int = 896
     settings: Any = None
+
+    @property
+    def subject(self) -> str:
+        """What the run is about, for the planner: the case, or the library's contents."""
+        from surgagent.graphs.turn import describe_case
+
+        if self.case is not None:
+            return describe_case(self.case)
+        if self.library is not None:
+            return self.library.overview().describe()
+        return "(no case)"
+
+    @property
+    def subject_id(self) -> str:
+        """The case id, or ``library`` for a question across the library."""
+        return self.case.id if self.case is not None else "library"
 
     @property
     def planner_sees_images(self) -> bool:

@@ -33,7 +33,7 @@ from surgagent.graphs.context import RunContext
 from surgagent.graphs.history import fit_history, message_chars
 from surgagent.graphs.result import AnswerStatus
 from surgagent.graphs.state import CaseReviewState
-from surgagent.graphs.turn import build_result, current_turn, describe_case
+from surgagent.graphs.turn import build_result, current_turn
 from surgagent.tools.base import ToolRecord
 from surgagent.tools.errors import BackendError, ContextOverflow, ImagesRefused
 from surgagent.tools.vision import image_to_data_url
@@ -76,9 +76,7 @@ def _system_message(prompts: Prompts, ctx: RunContext, tools: Sequence[BaseTool]
         f"{ctx.frame_budget} frames for one answer."
     )
     return SystemMessage(
-        prompts.system.format(
-            case=describe_case(ctx.case), tools=tool_lines or "- (none)", budget=budget
-        )
+        prompts.system.format(case=ctx.subject, tools=tool_lines or "- (none)", budget=budget)
     )
 
 
@@ -357,7 +355,7 @@ def make_answer_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
             "error" if error else ("answered" if finished else "budget_exhausted")
         )
         result = build_result(
-            [*messages, *new_messages], status=status, error=error, case_id=ctx.case.id
+            [*messages, *new_messages], status=status, error=error, case_id=ctx.subject_id
         )
         return {
             "messages": new_messages,

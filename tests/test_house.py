@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("agent", "cli", "evals", "graphs", "knowledge", "tools", "ui")
+ROOMS = (
+    "agent",
+    "cli",
+    "evals",
+    "graphs",
+    "indexing",
+    "knowledge",
+    "library",
+    "reports",
+    "tools",
+    "ui",
+)
 
 
 def test_each_room_is_linked_into_the_namespace() -> None:
@@ -76,4 +87,6 @@ def test_the_wheel_installs_only_surgagent(tmp_path: Path) -> None:
     assert sum(n.startswith("surgagent/knowledge/corpus/") and n.endswith(".md") for n in names)
     assert "surgagent/tools/perception/prompts/perception_cvs.md" in names
     assert "surgagent/agent/prompts/planner_system.md" in names
+    assert "surgagent/agent/prompts/planner_library.md" in names
+    assert "surgagent/reports/report.css" in names
     assert "surgagent/agent/testing/qwen3_5_chat_template.jinja" in names

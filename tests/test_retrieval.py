@@ -90,7 +90,8 @@ def test_answer_keeps_only_retrieved_citations_with_their_sources(
     assert citation.passage_id == "cvs-c3-cystic-plate"
     assert citation.source and citation.document and citation.title and citation.text
     assert result.warnings == [
-        "The answer cites [made-up-id], which no search in this run returned; it is not a citation.",
+        "The answer cites [made-up-id], which no search in this run returned; it is not a "
+        "citation.",
         "The answer cites [00:05], but no tool in this session looked at that time.",
     ]
     passages = [e for e in result.evidence if e.kind == "passage"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter
 
+from surgagent.agent.audit import ExportRecord, weights_sha256
 from surgagent.agent.settings import get_settings
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
-from surgagent.cli.session import ExportRecord, weights_sha256
 from surgagent.tools.cache import CaseCache
 from tests.fixtures.cli import REPO, openai_env, run_cli
 

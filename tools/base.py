@@ -38,7 +38,8 @@ class Evidence(BaseModel):
     """One item an answer can cite: a moment, a span, a frame, a tool output or a passage.
 
     ``frame`` is an image file of the frame; ``source`` names where a passage comes from and
-    ``ref`` is its passage id.
+    ``ref`` is its passage id. ``case_id`` names the case of evidence gathered across a
+    library of cases (within one case's review it is the run's case, and left out).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -51,14 +52,17 @@ class Evidence(BaseModel):
     frame: str | None = None
     source: str | None = None
     ref: str | None = None
+    case_id: str | None = None
 
     def label(self) -> str:
-        """A short human reference such as ``[01:05 frame]`` or ``[00:10-00:42 segment]``."""
+        """A short human reference such as ``[01:05 frame]`` or ``[video03 00:10-00:42 ...]``."""
         if self.time is None:
-            return f"[{self.tool}]"
+            return f"[{self.case_id}]" if self.case_id else f"[{self.tool}]"
         span = format_time(self.time)
         if self.end is not None:
             span += f"-{format_time(self.end)}"
+        if self.case_id:
+            span = f"{self.case_id} {span}"
         return f"[{span} {self.kind}]"
 
 

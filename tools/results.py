@@ -17,12 +17,14 @@ from langchain_core.messages import BaseMessage, ToolMessage
 from pydantic import Field, TypeAdapter, ValidationError
 
 from surgagent.tools.detector.types import DetectionsResult, TimelineResult
+from surgagent.tools.library.types import CohortTable
 from surgagent.tools.perception.types import PerceptionResult
 from surgagent.tools.phase.types import PhaseAtResult, PhaseSegmentsResult
 from surgagent.tools.retrieval.types import GuidelineSearchResult
 from surgagent.tools.video.types import FramesResult
 
 __all__ = [
+    "CohortTable",
     "DetectionsResult",
     "FramesResult",
     "GuidelineSearchResult",
@@ -41,7 +43,8 @@ ToolOutput: TypeAlias = Annotated[
     | PhaseAtResult
     | PhaseSegmentsResult
     | PerceptionResult
-    | GuidelineSearchResult,
+    | GuidelineSearchResult
+    | CohortTable,
     Field(discriminator="kind"),
 ]
 
@@ -53,6 +56,7 @@ _TYPES = (
     PhaseSegmentsResult,
     PerceptionResult,
     GuidelineSearchResult,
+    CohortTable,
 )
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ToolOutput)
 

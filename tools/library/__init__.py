@@ -1,0 +1,1 @@
+"""The cohort tool: questions across the case library, answered with read-only SQL."""
