@@ -503,6 +503,7 @@ class SurgicalAgent:
         with self._turn(thread_id):
             inputs, config, context = self._prepare(question, case, thread_id, library)
             state = graph.invoke(inputs, config, context=context, durability=self._durability)
+            self._note_turn(thread_id, state)
             return self._result(state, config)
 
     def stream(
@@ -535,7 +536,61 @@ class SurgicalAgent:
                         if update:
                             yield from _step_events(node, update)
             final = self.graph.get_state(config).values
+            self._note_turn(thread_id, final)
             yield AgentEvent(kind="answer", result=self._result(final, config))
+
+    def _note_turn(self, thread_id: str, state: dict[str, Any]) -> None:
+        """Note a saved session's turn in the case library's sessions index.
+
+        The library then knows which sessions discussed a case and the perception answers
+        they obtained (`surgagent library show CASE`). Only sessions that outlive the
+        process are noted; a failure to write is logged, never raised: the answer stands.
+        """
+        case_id = state.get("case_id")
+        if self._turn_locks is None or not case_id or case_id == LIBRARY:
+            return
+        import json
+        from datetime import UTC, datetime
+
+        from surgagent.library.errors import LibraryError
+        from surgagent.library.store import LibraryStore
+        from surgagent.library.types import PerceptionAnswerRow, SessionRow
+        from surgagent.tools.results import PerceptionResult, read_result
+
+        messages = state.get("messages", [])
+        now = datetime.now(UTC)
+        turn_start = max(
+            (k for k, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0
+        )
+        answers = []
+        for message in messages[turn_start:]:
+            result = read_result(message)
+            if isinstance(result, PerceptionResult) and result.times:
+                answers.append(
+                    PerceptionAnswerRow(
+                        case_id=result.case_id,
+                        start_s=min(result.times),
+                        end_s=max(result.times),
+                        task=result.task,
+                        question=result.question,
+                        answer=result.answer,
+                        parsed=json.dumps(result.parsed) if result.parsed is not None else None,
+                        model=result.model or None,
+                        thread_id=thread_id,
+                        created_at=now,
+                    )
+                )
+        session = SessionRow(
+            thread_id=thread_id,
+            case_id=case_id,
+            first_at=now,
+            last_at=now,
+            turns=sum(isinstance(m, HumanMessage) for m in messages),
+        )
+        try:
+            LibraryStore(self.settings.library_db).record_turn(session, answers)
+        except (LibraryError, sqlite3.Error, OSError) as error:
+            logger.warning("the case library's session index was not updated: %s", error)
 
     def history(self, thread_id: str) -> list[BaseMessage]:
         """The messages of a session so far (empty for an unknown session)."""

@@ -320,6 +320,24 @@ def _print_case(index: CaseIndex) -> None:
             "[dim]no engine ran on it: set detector.weights / phase.weights, then "
             "`surgagent library add` it again.[/dim]"
         )
+    if index.sessions:
+        table = Table("session", "first", "last", "turns", title="Sessions that discussed it")
+        for session in index.sessions:
+            table.add_row(
+                escape(session.thread_id),
+                f"{session.first_at:%Y-%m-%d %H:%M}",
+                f"{session.last_at:%Y-%m-%d %H:%M}",
+                str(session.turns),
+            )
+        console.print(table)
+    if index.answers:
+        table = Table("at", "task", "answer", "session", title="Perception answers")
+        for answer in index.answers:
+            span = format_time(answer.start_s)
+            if answer.end_s != answer.start_s:
+                span += f"-{format_time(answer.end_s)}"
+            table.add_row(span, answer.task, escape(answer.answer[:120]), answer.thread_id or "")
+        console.print(table)
 
 
 @app.command("show")

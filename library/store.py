@@ -30,7 +30,9 @@ from surgagent.library.types import (
     CaseStatus,
     DetectionSecond,
     InstrumentIntervalRow,
+    PerceptionAnswerRow,
     PhaseSegmentRow,
+    SessionRow,
 )
 
 __all__ = ["LibraryStore"]
@@ -189,6 +191,48 @@ class LibraryStore:
                 if values:
                     db.executemany(_insert(table, columns, with_case=True), values)
 
+    def record_turn(self, session: SessionRow, answers: Sequence[PerceptionAnswerRow] = ()) -> None:
+        """Note one turn of a session on a case, with the perception answers it obtained.
+
+        The session's row is created or extended (``first_at`` kept, ``last_at`` and
+        ``turns`` updated); both writes are one transaction.
+        """
+        row = session.model_dump(mode="json")
+        with self._connect(write=True) as db:
+            db.execute(
+                "INSERT INTO sessions (thread_id, case_id, first_at, last_at, turns) "
+                "VALUES (:thread_id, :case_id, :first_at, :last_at, :turns) "
+                "ON CONFLICT (thread_id, case_id) DO UPDATE SET "
+                "last_at = excluded.last_at, turns = excluded.turns",
+                row,
+            )
+            columns = tuple(PerceptionAnswerRow.model_fields)
+            db.executemany(
+                _insert("perception_answers", columns),
+                [answer.model_dump(mode="json") for answer in answers],
+            )
+
+    def sessions(self, case_id: str) -> list[SessionRow]:
+        """The sessions that discussed a case (by its id), most recent first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT thread_id, case_id, first_at, last_at, turns FROM sessions "
+                "WHERE case_id = ? ORDER BY last_at DESC",
+                (case_id,),
+            ).fetchall()
+        return [SessionRow.model_validate(dict(row)) for row in rows]
+
+    def perception_answers(self, case_id: str) -> list[PerceptionAnswerRow]:
+        """The perception answers sessions obtained about a case, in time order."""
+        columns = tuple(PerceptionAnswerRow.model_fields)
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {', '.join(columns)} FROM perception_answers WHERE case_id = ? "
+                "ORDER BY start_s, created_at",
+                (case_id,),
+            ).fetchall()
+        return [PerceptionAnswerRow.model_validate(dict(row)) for row in rows]
+
     def remove(self, ref: str) -> CaseRecord:
         """Take a case out of the library (its segments, intervals and detections too).
 
@@ -261,6 +305,8 @@ class LibraryStore:
                 InstrumentIntervalRow.model_validate(r) for r in found["instrument_intervals"]
             ],
             detections=[DetectionSecond.model_validate(r) for r in found["detections_per_second"]],
+            sessions=self.sessions(record.id),
+            answers=self.perception_answers(record.id),
         )
 
     def _by_prefix(self, ref: str) -> CaseRecord | None:

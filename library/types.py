@@ -21,7 +21,9 @@ __all__ = [
     "CaseStatus",
     "DetectionSecond",
     "InstrumentIntervalRow",
+    "PerceptionAnswerRow",
     "PhaseSegmentRow",
+    "SessionRow",
 ]
 
 CaseStatus = Literal["indexed", "failed"]
@@ -87,10 +89,43 @@ class DetectionSecond(BaseModel):
     max_score: float
 
 
+class SessionRow(BaseModel):
+    """A chat session that discussed a case (a row of ``sessions``)."""
+
+    thread_id: str
+    case_id: str
+    first_at: datetime = Field(description="its first turn on the case (UTC)")
+    last_at: datetime = Field(description="its latest turn on the case (UTC)")
+    turns: int = Field(description="questions asked about the case in it")
+
+
+class PerceptionAnswerRow(BaseModel):
+    """A perception answer a session obtained (a row of ``perception_answers``)."""
+
+    case_id: str
+    start_s: float
+    end_s: float
+    task: str
+    question: str
+    answer: str
+    parsed: str | None = Field(None, description="the parsed value, as JSON")
+    model: str | None = None
+    thread_id: str | None = None
+    created_at: datetime
+
+
 class CaseIndex(BaseModel):
-    """Everything the library holds about one case from indexing."""
+    """Everything the library holds about one case.
+
+    Indexing writes the case and its phases, instruments and detections (`LibraryStore.save`);
+    ``sessions`` and ``answers`` are filled by review sessions and only read back here.
+    """
 
     case: CaseRecord
     phases: list[PhaseSegmentRow] = []
     instruments: list[InstrumentIntervalRow] = []
     detections: list[DetectionSecond] = []
+    sessions: list[SessionRow] = Field(default=[], description="sessions that discussed it")
+    answers: list[PerceptionAnswerRow] = Field(
+        default=[], description="perception answers those sessions obtained"
+    )

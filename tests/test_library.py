@@ -576,3 +576,37 @@ def test_indexing_stops_at_once_on_weights_that_cannot_load(
         "library", "add", str(tmp_path), env={"SURGAGENT_DETECTOR__WEIGHTS": str(tmp_path / "x")}
     )
     assert missing.returncode == 1 and "the detector weights" in missing.stderr
+
+
+def test_the_library_knows_which_sessions_discussed_a_case() -> None:
+    from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+    from tests.fixtures.cli import openai_env
+
+    sample = "examples/sample_case/sample_lapchole.mp4"
+    cvs = "Criterion 1: Yes; Criterion 2: No; Criterion 3: No."
+    script = [
+        ScriptedReply(
+            tool_calls=[
+                ("ask_perception", {"question": "CVS?", "task": "cvs", "times": ["3", "4"]})
+            ]
+        ),
+        ScriptedReply(content=cvs),  # perception's reply
+        ScriptedReply(content="Only criterion 1 is met at [00:03]."),
+        ScriptedReply(content="Nothing more to add."),
+    ]
+    with ScriptedOpenAIServer(script) as server:
+        env = {**openai_env(server), "SURGAGENT_KNOWLEDGE__ENABLED": "false"}
+        added = run_cli("library", "add", sample, "--json", env=env)
+        assert added.returncode == 0, added.stderr
+        chat = run_cli(
+            "chat", sample, "--session", "review-9", env=env, stdin="CVS at 3 s?\nAnd?\n/quit\n"
+        )
+        assert chat.returncode == 0, chat.stderr
+        shown = run_cli("library", "show", "sample-lapchole", "--json", env=env)
+    index = CaseIndex.model_validate_json(shown.stdout)
+    (session,) = index.sessions
+    assert (session.thread_id, session.turns) == ("review-9", 2)
+    assert session.case_id == index.case.id and session.first_at <= session.last_at
+    (answer,) = index.answers
+    assert (answer.task, answer.start_s, answer.end_s, answer.answer) == ("cvs", 3.0, 4.0, cvs)
+    assert answer.parsed == "[true, false, false]" and answer.thread_id == "review-9"
