@@ -214,16 +214,21 @@ def ask(
     Example: surgagent ask video.mp4 "When is the clipper first used?" --json
     """
     overrides = _planner_overrides(backend, model, base_url, thinking)
+    _answer_once(question, overrides, steps, as_json, case=case)
+
+
+def _answer_once(
+    question: str, overrides: dict[str, Any], steps: int | None, as_json: bool, **where: Any
+) -> None:
+    """Answer one question (``case=`` or ``library=True``), streamed or as JSON."""
     if steps is not None:
         overrides["step_budget"] = steps
     agent = _build_agent(overrides)
     if as_json:
-        result = agent.invoke(question, case=case)
+        result = agent.invoke(question, **where)
         emit_json(result)
     else:
-        result = _stream_answer(
-            agent.stream(question, case=case), show_steps=not _state.get("quiet")
-        )
+        result = _stream_answer(agent.stream(question, **where), show_steps=not _state.get("quiet"))
     if result.status == "error":
         raise typer.Exit(2)
 
@@ -243,18 +248,7 @@ def cohort(
     Example: surgagent cohort "Which cases had a Calot's triangle dissection over 10 minutes?"
     """
     overrides = _planner_overrides(backend, model, base_url, thinking)
-    if steps is not None:
-        overrides["step_budget"] = steps
-    agent = _build_agent(overrides)
-    if as_json:
-        result = agent.invoke(question, library=True)
-        emit_json(result)
-    else:
-        result = _stream_answer(
-            agent.stream(question, library=True), show_steps=not _state.get("quiet")
-        )
-    if result.status == "error":
-        raise typer.Exit(2)
+    _answer_once(question, overrides, steps, as_json, library=True)
 
 
 def _chat_command(agent: SurgicalAgent, thread_id: str, line: str) -> bool:

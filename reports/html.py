@@ -66,19 +66,7 @@ def _figure(figure: Figure) -> str:
 
 
 def _meta(report: CaseReport) -> str:
-    case = report.case
-    engines = "; ".join(
-        f"{e.role}: {e.model_id}" if e.model_id else f"{e.role}: {e.note}" for e in report.engines
-    )
-    rows = [
-        ("Case", f"{case.id} ({case.kind})"),
-        ("Source", case.source),
-        ("Length", f"{format_time(case.duration)} at {case.fps:g} fps, {case.width}x{case.height}"),
-        ("Content hash", case.content_hash),
-        ("Session", report.session_id or "none"),
-        ("Engines", engines),
-        ("Made", f"{report.created} by surgagent {report.version}"),
-    ]
+    rows = report.facts()
     cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f'<table class="meta">{cells}</table>'
 

@@ -208,6 +208,25 @@ class CaseReport(BaseModel):
     key_frames: list[KeyFrame]
     turns: list[AnswerItem]
 
+    def facts(self) -> list[tuple[str, str]]:
+        """The report's heading table: the case, its source, length, hash, session, engines."""
+        case = self.case
+        engines = "; ".join(
+            f"{e.role}: {e.model_id}" if e.model_id else f"{e.role}: {e.note}" for e in self.engines
+        )
+        return [
+            ("Case", f"{case.id} ({case.kind})"),
+            ("Source", case.source),
+            (
+                "Length",
+                f"{format_time(case.duration)} at {case.fps:g} fps, {case.width}x{case.height}",
+            ),
+            ("Content hash", case.content_hash),
+            ("Session", self.session_id or "none"),
+            ("Engines", engines),
+            ("Made", f"{self.created} by surgagent {self.version}"),
+        ]
+
     def span(self, start: float, end: float | None = None) -> str:
         """``mm:ss`` or ``mm:ss-mm:ss``."""
         text = format_time(start)

@@ -143,19 +143,7 @@ def _meta(report: CaseReport, s: dict[str, Any], width: float) -> list[Any]:
     from reportlab.lib.units import mm
     from reportlab.platypus import Paragraph, Spacer
 
-    case = report.case
-    engines = "; ".join(
-        f"{e.role}: {e.model_id}" if e.model_id else f"{e.role}: {e.note}" for e in report.engines
-    )
-    rows = [
-        ("Case", f"{case.id} ({case.kind})"),
-        ("Source", case.source),
-        ("Length", f"{format_time(case.duration)} at {case.fps:g} fps, {case.width}x{case.height}"),
-        ("Content hash", case.content_hash),
-        ("Session", report.session_id or "none"),
-        ("Engines", engines),
-        ("Made", f"{report.created} by surgagent {report.version}"),
-    ]
+    rows = report.facts()
     label = ParagraphStyle("label", s["small"], fontName=_fonts()[1])
     cells = [[Paragraph(_x(k), label), Paragraph(_x(v), s["small"])] for k, v in rows]
     return [_table(cells, [26 * mm, width - 26 * mm], header=False), Spacer(1, 8)]
