@@ -178,7 +178,9 @@ class EndoVis17Loader(Loader):
                 continue
             try:
                 found = mask_box(mask)
-            except OSError as exc:
+            # ImportError: ultralytics, once imported, patches PIL to retry an unidentified
+            # image with an optional HEIF plugin, which fails when that plugin is missing.
+            except (OSError, ImportError) as exc:
                 reason = f"unreadable mask ({type(exc).__name__})"
                 report.skip(relative(mask, root), reason, Skip.UNREADABLE)
                 continue
