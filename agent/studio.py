@@ -27,7 +27,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
 from surgagent.agent.api import SurgicalAgent, settings_tools
-from surgagent.agent.errors import SurgAgentError, UserError
+from surgagent.agent.errors import RunRefused, SurgAgentError, UserError
 from surgagent.agent.prompts import load_prompt
 from surgagent.agent.settings import Settings, get_settings
 from surgagent.graphs.case_review import build_case_review_graph, recursion_limit
@@ -63,14 +63,6 @@ class ServerState(CaseReviewState, total=False):
     """The thread's state: the case-review state plus the case a run asked for."""
 
     case: str
-
-
-class RunRefused(ValueError):
-    """A run that cannot start: no or unknown case, no question, a model out of reach.
-
-    A ValueError, so the LangGraph server shows its message to the client (it hides the
-    messages of exception types it does not know).
-    """
 
 
 class _Agents:

@@ -30,7 +30,13 @@ from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 from pydantic import BaseModel
 
-from surgagent.agent.errors import BackendError, CaseError, ToolInputError, UserError
+from surgagent.agent.errors import (
+    BackendError,
+    CaseError,
+    RunRefused,
+    ToolInputError,
+    UserError,
+)
 from surgagent.evals.records import (
     ResultRecord,
     TaskRecord,
@@ -70,15 +76,6 @@ KNOWN_FAILURES: tuple[type[Exception], ...] = (
     UserError,
     TimeoutError,
 )
-
-
-class RunRefused(ValueError):
-    """A run that cannot start as asked; nothing was run. The message says what to change.
-
-    Raised for an unreadable task set or bad shard, a task without a spec, a run folder
-    holding another task set or context, or a results file another run is writing. Anything
-    else `run_eval` raises is a bug, so a CLI turns only this into one friendly line.
-    """
 
 
 class EvalSystem(Protocol):
