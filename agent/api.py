@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 LIBRARY = "library"  # the case id of sessions that ask across the case library
 _SESSION_SCAN = 500  # newest checkpoints read to find the recent sessions
+_SQLITE_BUSY_S = 30.0  # how long a sessions-file statement waits for another process's write
 _SESSION_WAIT_S = 300.0  # how long a turn waits for another process's turn on its session
 
 
@@ -684,25 +685,47 @@ def _turns(messages: Sequence[BaseMessage]) -> list[SessionTurn]:
 def sqlite_checkpointer(path: Path) -> BaseCheckpointSaver[Any]:
     """A LangGraph SQLite checkpointer at ``path`` (created with its folder if missing).
 
+    Several processes may open the same file at once (two chats on one session): the
+    first-time set-up runs under a file lock beside the database, and every statement waits
+    up to `_SQLITE_BUSY_S` for another process's write instead of failing at once.
+
     Raises:
-        UserError: If the file is not a readable sessions database; the message says how to
-            start afresh without losing it.
+        UserError: If the file is not a readable sessions database (the message says how to
+            start afresh without losing it), or another process keeps it locked.
     """
+    from filelock import FileLock, Timeout
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(str(path), check_same_thread=False)
+    connection = sqlite3.connect(str(path), timeout=_SQLITE_BUSY_S, check_same_thread=False)
     saver = SqliteSaver(connection)
     try:
-        saver.setup()  # reads the schema: a file that is not a database fails here
-        connection.execute("SELECT thread_id FROM checkpoints LIMIT 1").fetchall()
+        with FileLock(f"{path}.setup.lock", timeout=_SQLITE_BUSY_S):
+            saver.setup()  # reads the schema: a file that is not a database fails here
+            connection.execute("SELECT thread_id FROM checkpoints LIMIT 1").fetchall()
+    except (Timeout, sqlite3.OperationalError) as error:
+        connection.close()
+        if isinstance(error, sqlite3.OperationalError) and not _is_busy(error):
+            raise _unreadable_sessions(path, error) from error
+        raise UserError(
+            f"the sessions file {path} is locked by another process ({error}) for more than "
+            f"{_SQLITE_BUSY_S:g} s; try again when it has finished"
+        ) from error
     except sqlite3.DatabaseError as error:
         connection.close()
-        raise UserError(
-            f"the sessions file {path} cannot be read ({error}); move it aside "
-            f"(mv {path} {path}.broken) to start with no saved sessions"
-        ) from error
+        raise _unreadable_sessions(path, error) from error
     return saver
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
+
+
+def _unreadable_sessions(path: Path, error: sqlite3.DatabaseError) -> UserError:
+    return UserError(
+        f"the sessions file {path} cannot be read ({error}); move it aside "
+        f"(mv {path} {path}.broken) to start with no saved sessions"
+    )
 
 
 def _token_events(chunk: BaseMessage, metadata: dict[str, Any]) -> Iterator[AgentEvent]:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from surgagent.library.errors import LibraryError
 from surgagent.library.schema import MIGRATIONS, SCHEMA_VERSION
 from surgagent.library.types import (
@@ -85,6 +87,11 @@ class LibraryStore:
             connection.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             connection.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise LibraryError(
+                    f"{self.path} is locked by another process for more than "
+                    f"{self.timeout:g} s ({exc}); try again when it has finished."
+                ) from exc
             raise LibraryError(
                 f"{self.path} is not a case library ({exc}); move it away, or point "
                 "SURGAGENT_DATA_DIR at another folder."
@@ -100,6 +107,21 @@ class LibraryStore:
         Raises:
             LibraryError: If the file is not a library, or was written by a newer SurgAgent.
         """
+        # Turning a new file to WAL needs every other connection out of the way, and two
+        # processes doing it at once fail at once, without waiting: one migrates at a time.
+        lock = FileLock(f"{self.path}.migrate.lock", timeout=self.timeout)
+        try:
+            with lock:
+                version = self._migrate()
+        except Timeout as exc:
+            raise LibraryError(
+                f"{self.path} is being set up by another process for more than "
+                f"{self.timeout:g} s; try again when it has finished."
+            ) from exc
+        self._migrated = True
+        return version
+
+    def _migrate(self) -> int:
         connection = self._open()
         try:
             version = self._version(connection)
@@ -117,7 +139,6 @@ class LibraryStore:
                 version = self._version(connection)
         finally:
             connection.close()
-        self._migrated = True
         return version
 
     def _version(self, connection: sqlite3.Connection) -> int:

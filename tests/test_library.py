@@ -234,6 +234,47 @@ def test_two_processes_write_one_library_without_losing_a_case(tmp_path: Path) -
         assert db.execute("SELECT count(*) FROM phase_segments").fetchone()[0] == 80 * 20
 
 
+OPENER = """
+import os, sys, time
+from pathlib import Path
+from surgagent.agent.api import sqlite_checkpointer
+from surgagent.library.store import LibraryStore
+
+folder, me = Path(sys.argv[1]), sys.argv[2]
+(folder / f"ready-{me}").touch()
+while not (folder / "go").exists():
+    pass
+start = time.monotonic()
+for k in range(int(sys.argv[3])):  # every process opens each new file at the same instant
+    while time.monotonic() < start + 0.15 * k:
+        pass
+    sqlite_checkpointer(folder / f"sessions-{k}.sqlite")
+    LibraryStore(folder / f"library-{k}.sqlite").migrate()
+"""
+
+
+def test_processes_opening_a_new_sessions_file_or_library_at_once_all_succeed(
+    tmp_path: Path,
+) -> None:
+    # Turning a new SQLite file to WAL fails at once, without waiting, when another process
+    # does it too: two chats started together used to stop on "database is locked".
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, str(tmp_path), str(me), "12"],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < len(openers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    errors = [opener.communicate(timeout=120)[1] for opener in openers]
+    assert [opener.returncode for opener in openers] == [0] * 4, "\n".join(errors)
+
+
 # -- finding cases --------------------------------------------------------------------------
 
 
