@@ -408,11 +408,21 @@ def serve(
         typer.Option(envvar="SURGAGENT_UI_TOKEN", help="One shared password for a team."),
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest video upload.")] = 4096,
+    library: Annotated[
+        bool | None,
+        typer.Option(
+            "--library/--no-library",
+            help="Show the case library (cohort view, its cases) to every visitor; "
+            "default: only without a login.",
+        ),
+    ] = None,
 ) -> None:
     """Start the web case-review app (needs the ``ui`` extra: pip install -e ".[ui]").
 
     Beyond this machine (--host 0.0.0.0) it needs a login: --auth users.toml keeps each
-    person's uploads and sessions their own; --token shares them within a team.
+    person's uploads and sessions their own; --token shares them within a team. The case
+    library (surgagent library add) is shown without a login; with one, --library shares it
+    with everyone who logs in.
 
     Example: surgagent serve --host 0.0.0.0 --auth users.toml
     """
@@ -426,7 +436,14 @@ def serve(
     from surgagent.ui.page import serve as serve_app
 
     access = Access.from_options(auth=auth, token=token)
-    serve_app(get_settings(), host=host, port=port, access=access, max_upload_mb=max_upload_mb)
+    serve_app(
+        get_settings(),
+        host=host,
+        port=port,
+        access=access,
+        max_upload_mb=max_upload_mb,
+        library=library,
+    )
 
 
 @app.command()

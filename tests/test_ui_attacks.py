@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ import httpx
 import pytest
 
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer, ScriptedReply
+from surgagent.library.store import LibraryStore
+from surgagent.library.types import CaseIndex, CaseRecord
 from surgagent.ui.auth import UsersFile
 from tests.fixtures.cli import REPO, run_cli
 
@@ -34,6 +38,7 @@ SAMPLE = REPO / "examples" / "sample_case" / "sample_lapchole.mp4"
 ALICE_SECRET = "ALICE-SECRET-7f3a"
 CLI_SECRET = "CLI-SECRET-91bc"
 PLANTED = "PLANTED-SECRET-c0de"
+LIBRARY_CASE = "library-case-0badc0de"
 
 
 def free_port() -> int:
@@ -88,6 +93,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     for path in (data / "surgagent.toml", data / "knowledge" / "manifest.json"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {PLANTED}\n")
+    # A case library this server does not share (it has a login and no --library).
+    (root / "archive").mkdir()
+    shutil.copyfile(SAMPLE, root / "archive" / "library-case.mp4")
+    LibraryStore(data / "library.sqlite").save(
+        CaseIndex(
+            case=CaseRecord(
+                id=LIBRARY_CASE, path=root / "archive" / "library-case.mp4", kind="video",
+                stamp="1:1", status="indexed", indexed_at=datetime.now(UTC), duration=20.0,
+            )
+        )
+    )  # fmt: skip
     with ScriptedOpenAIServer(answer) as model:
         env = {
             "SURGAGENT_DATA_DIR": str(data),
@@ -149,6 +165,8 @@ def leaks(text: str, site: Site, sent: str = "") -> list[str]:
     found = [s for s in (ALICE_SECRET, CLI_SECRET, PLANTED, "argon2") if s in text]
     if str(site.data) in text or str(site.data.resolve()) in text:
         found.append("the data dir's path")
+    if "library-case.mp4" in text or str(site.data.parent / "archive") in text:
+        found.append("the library's video")
     return found
 
 
@@ -210,6 +228,32 @@ def test_bob_uploading_the_same_video_sees_only_his_own_sessions(site: Site) -> 
     assert "About Which instrument is first?" in json.dumps(asked)
     sent = json.dumps(site.model.requests[-1]["messages"])
     assert ALICE_SECRET not in sent and CLI_SECRET not in sent  # no one else's history
+
+
+def test_a_library_not_shared_is_out_of_reach(site: Site) -> None:
+    bob = site.client("bob")
+    endpoints = json.dumps(bob.view_api(print_info=False, return_format="dict"))
+    assert "/on_cohort" not in endpoints and "/on_ask_library" not in endpoints
+    for asked in (f"{LIBRARY_CASE} 3 1", f"{site.data.parent}/archive/library-case.mp4 0 1"):
+        opened = bob.predict(asked, api_name="/on_library_open")
+        text = json.dumps(opened)
+        assert "Cannot open" in text and "\"path\"" not in text, text  # no video
+        assert not leaks(text, site, sent=asked.split()[0])
+    assert f"'bob' asked for library case '{LIBRARY_CASE}'; refused" in site.log()
+
+
+def test_a_report_is_only_of_the_visitors_own_open_case(site: Site) -> None:
+    bob = site.client("bob")
+    told = json.dumps(bob.predict("html", api_name="/on_report"))  # no case of his is open
+    assert "Open a case first" in told and not leaks(told, site)
+    alice = site.client("alice")
+    alice.predict(api_name="/on_load")  # offers her cases
+    alice.predict(site.alice_key, api_name="/on_pick")
+    made, banner = alice.predict("html", api_name="/on_report")
+    assert made["path"].startswith(site.temp_dir) and made["path"].endswith("-report.html")
+    assert not leaks(json.dumps(made) + banner, site)
+    page = httpx.get(made["url"], cookies=alice.cookies, timeout=30).text
+    assert "sample_lapchole.mp4" in page and not leaks(page, site)
 
 
 def _route_paths(site: Site) -> list[tuple[str, str]]:

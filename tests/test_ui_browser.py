@@ -235,3 +235,101 @@ def test_down_model_and_bad_upload_show_banners(browser: Any, tmp_path: Path) ->
         assert not list((tmp_path / "data" / "uploads").glob("*/*"))
     finally:
         server.stop()
+
+
+def library_planner(request: dict[str, Any]) -> ScriptedReply:
+    """Answer a library question citing one case, as the cohort planner does."""
+    return ScriptedReply(content="Clipping came latest in [beta-00000002 00:11].")
+
+
+def test_cohort_view_opens_a_case_at_the_clicked_time(
+    engines: dict, browser: Any, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from surgagent.library.store import LibraryStore
+    from surgagent.library.types import (
+        CaseIndex,
+        CaseRecord,
+        InstrumentIntervalRow,
+        PhaseSegmentRow,
+    )
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    data, archive = tmp_path / "data", tmp_path / "archive"
+    archive.mkdir()
+    store = LibraryStore(data / "library.sqlite")
+    cases = {"alpha-00000001": 7.0, "beta-00000002": 11.0, "gamma-00000003": 9.0}
+    for case_id, clipper in cases.items():
+        video = archive / f"{case_id.split('-')[0]}.mp4"
+        shutil.copyfile(engines["video"], video)
+        record = CaseRecord(
+            id=case_id, path=video, kind="video", stamp="1:1", status="indexed",
+            indexed_at=datetime.now(UTC), duration=20.0,
+        )  # fmt: skip
+        clipping = InstrumentIntervalRow(
+            instrument="Clipper", start_s=clipper, end_s=clipper + 2, samples=3,
+            mean_score=0.8, best_time_s=clipper, best_score=0.9, best_box=(0.1, 0.1, 0.3, 0.3),
+        )  # fmt: skip
+        phases = [PhaseSegmentRow(phase="Preparation", start_s=0, end_s=clipper - 1)]
+        store.save(CaseIndex(case=record, phases=phases, instruments=[clipping]))
+    with ScriptedOpenAIServer(library_planner) as model:
+        env = {
+            "SURGAGENT_DATA_DIR": str(data),
+            "SURGAGENT_PLANNER__BACKEND": "openai",
+            "SURGAGENT_PLANNER__BASE_URL": model.base_url,
+            "SURGAGENT_PERCEPTION__ENABLED": "false",
+            "SURGAGENT_KNOWLEDGE__ENABLED": "false",
+            "SURGAGENT_PHASE__WEIGHTS": str(engines["phase"]),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+        }
+        server = Server(env, free_port())
+        server.start()
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server.url)
+            page.get_by_role("tab", name="Cohort").click()
+            points = page.locator("#cohort-plot circle.pt")
+            points.first.wait_for(timeout=60_000)
+            assert points.count() == 3
+            page.locator("#cohort-measure").get_by_text("instrument first use").click()
+            page.wait_for_function(
+                "document.querySelectorAll('#cohort-table tr[data-case]').length === 3"
+                " && document.querySelector('#cohort-table').innerText.includes('Clipper')",
+                timeout=30_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "ui-cohort.png"), full_page=True)
+            assert archive.as_posix() not in page.content()  # no server path on the page
+            page.locator('#cohort-table tr[data-case="beta-00000002"]').click()
+
+            page.locator("#case-video video").wait_for(timeout=60_000)
+            page.wait_for_function(
+                "Math.abs(document.querySelector('#case-video video').currentTime - 11) < 0.5",
+                timeout=30_000,
+            )
+            assert page.locator("#phase-ribbon .segment").count() == 3  # the engines ran on it
+            assert "beta-00000002" in page.locator("#known-cases input").input_value()
+            src = page.evaluate("document.querySelector('#case-video video').currentSrc")
+            assert archive.as_posix() not in src and str(data) not in src
+
+            page.get_by_text("Case report").click()
+            page.locator("#make-report").click()
+            link = page.locator("#report-file a").first
+            link.wait_for(timeout=60_000)
+            assert "-report.html" in (link.get_attribute("href") or "")
+            assert archive.as_posix() not in (link.get_attribute("href") or "")
+
+            page.get_by_role("tab", name="Cohort").click()
+            page.locator("#library-question textarea").fill("Where was clipping latest?")
+            page.locator("#library-question textarea").press("Enter")
+            cited = page.locator('#library-answer a[href^="#case="]')
+            cited.wait_for(timeout=60_000)
+            page.locator("#case-video video").evaluate("v => v.currentTime = 0")
+            cited.click()
+            page.wait_for_function(
+                "Math.abs(document.querySelector('#case-video video').currentTime - 11) < 0.5",
+                timeout=30_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "ui-cohort-opened.png"), full_page=True)
+        finally:
+            server.stop()

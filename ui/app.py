@@ -25,7 +25,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from surgagent.tools.answers import split_thinking
 from surgagent.tools.base import format_time
@@ -38,10 +38,24 @@ if TYPE_CHECKING:
     from surgagent.agent.api import AnswerResult, SurgicalAgent
     from surgagent.agent.settings import Settings
     from surgagent.tools.cache import Case
+    from surgagent.tools.library.types import CohortTable
 
-__all__ = ["NotYours", "ReviewServer", "answer_with_warnings", "key_frames", "stream_answer"]
+__all__ = [
+    "LIBRARY_KEY",
+    "NotYours",
+    "ReviewServer",
+    "answer_with_warnings",
+    "key_frames",
+    "stream_answer",
+]
 
 logger = logging.getLogger(__name__)
+
+LIBRARY_KEY = "library:"  # page keys of library cases: "library:<case id>" (uploads: a path)
+CohortMeasure = Literal[
+    "phase duration", "phase start", "instrument time in view", "instrument first use"
+]
+ReportForm = Literal["html", "pdf", "md"]
 
 
 class NotYours(LookupError):
@@ -58,7 +72,12 @@ class ReviewServer:
     """
 
     def __init__(
-        self, settings: Settings, *, max_upload_mb: float = 4096, access: Access | None = None
+        self,
+        settings: Settings,
+        *,
+        max_upload_mb: float = 4096,
+        access: Access | None = None,
+        library: bool | None = None,
     ) -> None:
         from surgagent.agent.api import load_engines
         from surgagent.tools.cache import CaseCache
@@ -66,6 +85,9 @@ class ReviewServer:
         self.settings = settings
         self.max_upload_mb = max_upload_mb
         self.access = access or Access()
+        # The case library names cases by server paths and holds every indexed case: without
+        # a login only this machine's user sees the page, with one it is shared on request.
+        self.library_shared = (not self.access.enabled) if library is None else library
         self.cache = CaseCache(settings.cache_dir)
         self.sessions = SessionIndex(settings.data_dir / "ui" / "sessions.json")
         self.uploads = settings.data_dir / "uploads"
@@ -106,14 +128,17 @@ class ReviewServer:
     # -- cases ---------------------------------------------------------------------------------
 
     def open(self, key: str, owner: str) -> Case:
-        """Open an uploaded case by its key (`case_key`), if ``owner`` uploaded it.
+        """Open a case by its key: an upload of ``owner`` (`case_key`), or a library case.
 
         Raises:
-            NotYours: If it is not an upload of ``owner`` on this server.
+            NotYours: If it is not an upload of ``owner`` on this server, nor a case of a
+                library this server shares.
             CaseError: If it cannot be read.
         """
         from surgagent.tools.video.engine import open_case
 
+        if key.startswith(LIBRARY_KEY):
+            return open_case(self._library_path(key.removeprefix(LIBRARY_KEY), owner), self.cache)
         uploads = self.uploads.resolve()
         target = (uploads / key).resolve()
         allowed = target.is_relative_to(uploads) and target.is_file()
@@ -121,6 +146,117 @@ class ReviewServer:
             logger.warning("review app: %r asked for case %r, not theirs; refused", owner, key)
             raise NotYours(f"you have no uploaded case {Path(key).name!r} on this server")
         return open_case(target, self.cache)
+
+    def _library_path(self, case_id: str, owner: str) -> Path:
+        """Where the library keeps case ``case_id``, if this server shares the library."""
+        record = None
+        if self.library_shared and self.settings.library_db.is_file():
+            from surgagent.library.errors import LibraryError
+            from surgagent.library.store import LibraryStore
+
+            with contextlib.suppress(LibraryError):
+                record = LibraryStore(self.settings.library_db).find(case_id)
+        if record is None or record.id != case_id:
+            logger.warning("review app: %r asked for library case %r; refused", owner, case_id)
+            raise NotYours(f"this server shares no library case {case_id[:40]!r}")
+        return record.path
+
+    def library_ids(self) -> list[str]:
+        """The ids of the library's indexed cases (none when the library is not shared)."""
+        if not self.library_shared or not self.settings.library_db.is_file():
+            return []
+        from surgagent.library.store import LibraryStore
+
+        return [record.id for record in LibraryStore(self.settings.library_db).cases("indexed")]
+
+    def cohort(self, measure: CohortMeasure) -> list[tuple[str, CohortTable]]:
+        """One table per phase or instrument the library knows, for a cohort view measure.
+
+        Raises:
+            NotYours: If this server does not share its library.
+        """
+        from surgagent.tools.library.engine import CohortLibrary
+        from surgagent.tools.library.types import CohortQuery
+
+        if not self.library_ids():
+            raise NotYours("this server shares no case library")
+        library = CohortLibrary(self.settings.library_db)
+        overview = library.overview()
+        tool_measure, names = {
+            "phase duration": ("phase_duration", overview.phases),
+            "phase start": ("phase_start", overview.phases),
+            "instrument time in view": ("instrument_total_time", overview.instruments),
+            "instrument first use": ("instrument_first_use", overview.instruments),
+        }[measure]
+        field = "phase" if tool_measure.startswith("phase") else "instrument"
+        return [
+            (
+                name,
+                library.query(CohortQuery.model_validate({"measure": tool_measure, field: name})),
+            )
+            for name in names
+        ]
+
+    def ask_library(self, question: str, owner: str) -> AnswerResult:
+        """Answer ``question`` across the shared library, in a fresh session of ``owner``.
+
+        Raises:
+            NotYours: If this server does not share its library.
+            SurgAgentError: If the planner is not available or the run fails to start.
+        """
+        from surgagent.tools.errors import BackendError
+
+        if not self.library_ids():
+            raise NotYours("this server shares no case library")
+        agent, problem = self.agent()
+        if agent is None:
+            raise BackendError(problem or "the planner is not available", retryable=False)
+        return agent.invoke(question, library=True, thread_id=self.new_session(owner))
+
+    def report(self, key: str, thread_id: str | None, owner: str, form: ReportForm) -> Path:
+        """A downloadable report of the case ``key`` (with the session, if it is about it).
+
+        The report names the case as the page does, never by its server path; its timestamps
+        link to the video's file name, so they work beside a copy of the video.
+
+        Raises:
+            NotYours: If the case or session is not the visitor's.
+            SurgAgentError: If the case cannot be read or the agent is not available.
+        """
+        from surgagent.reports import build_report, markdown_assets, render_html, render_markdown
+        from surgagent.tools.errors import BackendError
+
+        case = self.open(key, owner)
+        session = None
+        if thread_id is not None and self.check_session(thread_id, owner) == key:
+            session = thread_id
+        agent, problem = self.agent()
+        if agent is None:
+            raise BackendError(problem or "the planner is not available", retryable=False)
+        name = Path(key.removeprefix(LIBRARY_KEY)).name
+        link = case.source.name if case.kind == "video" else None
+        made = build_report(agent, case, thread_id=session, video_url=link)
+        made.case.source = name
+        folder = self._scratch() / "reports" / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        stem = f"{case.id}-report"
+        if form == "pdf":
+            from surgagent.reports import render_pdf
+
+            target = folder / f"{stem}.pdf"
+            target.write_bytes(render_pdf(made))
+        elif form == "html":
+            target = folder / f"{stem}.html"
+            target.write_text(render_html(made), encoding="utf-8")
+        else:
+            import zipfile
+
+            target = folder / f"{stem}.zip"
+            with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(f"{stem}.md", render_markdown(made, assets=f"{stem}_files"))
+                for file, data in markdown_assets(made).items():
+                    archive.writestr(f"{stem}_files/{file}", data)
+        return target
 
     def case_key(self, path: str | Path) -> str:
         """How the page names an uploaded video: its place in the uploads, no server path."""
@@ -150,18 +286,33 @@ class ReviewServer:
         self.upload_owners.add(key, owner)
         return key
 
-    def known_cases(self, owner: str) -> list[tuple[str, str]]:
-        """(label, key) of the cases ``owner`` uploaded; keys are relative, never server paths."""
-        return sorted((Path(key).name, key) for key in self.upload_owners.keys(owner))
+    def known_cases(self, owner: str, opened: str | None = None) -> list[tuple[str, str]]:
+        """(label, key) of the cases ``owner`` uploaded, and the library case ``opened``.
 
-    def media(self, case: Case) -> str:
-        """The case's video as a file Gradio may hand to the browser.
+        Keys are relative or library ids, never server paths.
+        """
+        known = sorted((Path(key).name, key) for key in self.upload_owners.keys(owner))
+        if opened is not None and opened.startswith(LIBRARY_KEY):
+            known.append((f"{opened.removeprefix(LIBRARY_KEY)} (library)", opened))
+        return known
+
+    def _scratch(self) -> Path:
+        """Gradio's temporary folder, the only one whose files it hands to the browser."""
+        return Path(os.environ.get("GRADIO_TEMP_DIR") or self.settings.data_dir / "ui" / "tmp")
+
+    def media(self, case: Case, key: str) -> str | None:
+        """The case's video as a file Gradio may hand to the browser (None for frame folders).
 
         Gradio serves what handlers return from its own temporary folder; the uploads folder
-        itself is never served. A hard link there (a copy across file systems) costs nothing.
+        and the library's folders are never served. A hard link there (a copy across file
+        systems) costs nothing.
         """
-        folder = Path(os.environ.get("GRADIO_TEMP_DIR") or self.settings.data_dir / "ui" / "tmp")
-        target = folder / "cases" / self.case_key(case.source)
+        if case.kind != "video":
+            return None
+        place = key.replace(":", "/", 1) if key.startswith(LIBRARY_KEY) else key
+        target = self._scratch() / "cases" / place
+        if key.startswith(LIBRARY_KEY):
+            target = target / case.source.name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -212,7 +363,7 @@ class ReviewServer:
         """
         record = self.sessions.get(thread_id)
         if record is not None and record.owner == owner:
-            return self.case_key(record.case)
+            return record.key or self.case_key(record.case)
         with self._lock:
             if record is None and self._fresh.get(thread_id) == owner:
                 return None
@@ -362,7 +513,12 @@ def stream_answer(
                 yield text or f"_calling {event.tool}..._", None, None
             elif event.kind == "answer" and event.result is not None:
                 server.sessions.record(
-                    thread_id, owner=owner, case=case.source, case_id=case.id, title=question
+                    thread_id,
+                    owner=owner,
+                    case=case.source,
+                    case_id=case.id,
+                    key=key,
+                    title=question,
                 )
                 problem = event.result.answer if event.result.status == "error" else None
                 yield event.result.answer, event.result, problem

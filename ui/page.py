@@ -23,7 +23,10 @@ import gradio as gr
 
 from surgagent.ui import views
 from surgagent.ui.app import (
+    LIBRARY_KEY,
+    CohortMeasure,
     NotYours,
+    ReportForm,
     ReviewServer,
     answer_with_warnings,
     key_frames,
@@ -71,7 +74,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         _, problem = server.agent()
         return (
             key,
-            server.media(case),
+            server.media(case, key),
             ribbon,
             timeline,
             gr.update(choices=choices, value=thread_id),
@@ -80,7 +83,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             history,
             *result_outputs(result, thread_id),
             views.banner(problem),
-            gr.update(choices=server.known_cases(owner), value=key),
+            gr.update(choices=server.known_cases(owner, key), value=key),
         )
 
     def result_outputs(result: Any, thread_id: str) -> tuple[Any, ...]:
@@ -176,6 +179,54 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
                 gr.update(choices=choices, value=thread_id),
             )
 
+    def on_library_open(asked: str, request: gr.Request) -> tuple[Any, ...]:
+        # "<case id> <seconds> <nonce>" from a click in the cohort view (see views.SEEK_SCRIPT)
+        case_id, _, rest = (asked or "").strip().partition(" ")
+        try:
+            seconds = max(0.0, float(rest.split()[0])) if rest.split() else 0.0
+        except ValueError:
+            seconds = 0.0
+        stay = (gr.update(), gr.update())
+        if not case_id:
+            return (*empty_outputs(None), *stay)
+        owner = owner_of(request)
+        try:
+            opened_case = case_outputs(LIBRARY_KEY + case_id, None, owner)
+        except (NotYours, SurgAgentError) as error:
+            return (*empty_outputs(f"Cannot open {case_id[:40]}: {error}"), *stay)
+        return (*opened_case, gr.Tabs(selected="review"), f"{seconds:.2f} {rest}")
+
+    def on_cohort(measure: CohortMeasure, request: gr.Request) -> tuple[str, str, str]:
+        try:
+            groups = server.cohort(measure)
+        except (NotYours, SurgAgentError) as error:
+            return "", "", views.banner(str(error))
+        return views.cohort_plot(groups), views.cohort_table(groups, what=measure), ""
+
+    def on_ask_library(question: str, request: gr.Request) -> tuple[Any, str]:
+        question = question.strip()
+        if not question:
+            return gr.update(), ""
+        try:
+            result = server.ask_library(question, owner_of(request))
+        except (NotYours, SurgAgentError) as error:
+            return "", views.banner(str(error))
+        if result.status == "error":
+            return "", views.banner(result.answer)
+        linked = views.cohort_answer_markdown(result.answer, server.library_ids())
+        return answer_with_warnings(linked, result), ""
+
+    def on_report(
+        form: ReportForm, key: str | None, thread_id: str | None, request: gr.Request
+    ) -> tuple[Any, str]:
+        if not key:
+            return None, views.banner("Open a case first: upload a video or pick one.")
+        try:
+            made = server.report(key, thread_id, owner_of(request), form)
+        except (NotYours, SurgAgentError) as error:
+            return None, views.banner(f"No report: {error}")
+        return str(made), views.banner(None)
+
     with gr.Blocks(title="SurgAgent case review") as page:
         gr.Markdown("## SurgAgent case review")
         banner = gr.HTML(views.banner(server.agent()[1]), elem_id="banner")
@@ -183,47 +234,88 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         case_key = gr.State(None)
         thread_id = gr.State(None)  # the session asked in: decided and kept by the server
         thread_url = gr.Textbox(visible=False, elem_id="session-id")  # shown in the URL
-        with gr.Row():
-            with gr.Column(scale=3):
-                with gr.Row():
-                    upload = gr.File(
-                        label="Upload a video",
-                        file_types=list(VIDEO_SUFFIXES),
-                        type="filepath",
-                        elem_id="upload",
+        library_open = gr.Textbox(elem_id="library-open", container=False)  # hidden by CSS
+        seek_after_open = gr.Textbox(visible=False)
+        with gr.Tabs(selected="review") as tabs:
+            with gr.Tab("Case review", id="review"), gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        upload = gr.File(
+                            label="Upload a video",
+                            file_types=list(VIDEO_SUFFIXES),
+                            type="filepath",
+                            elem_id="upload",
+                        )
+                        known = gr.Dropdown(
+                            choices=[],
+                            label="...or pick a case reviewed before",
+                            elem_id="known-cases",
+                        )
+                    video = gr.Video(label="Case", interactive=False, elem_id="case-video")
+                    gr.Markdown("**Phases** (click to seek)")
+                    ribbon = gr.HTML(elem_id="phase-ribbon")
+                    gr.Markdown("**Instruments** (click to seek)")
+                    timeline = gr.HTML(elem_id="instrument-timeline")
+                    with gr.Accordion("Case report", open=False):
+                        report_form = gr.Radio(
+                            [("HTML", "html"), ("PDF", "pdf"), ("Markdown (zip)", "md")],
+                            value="html",
+                            label="Format",
+                            elem_id="report-format",
+                        )
+                        make_report = gr.Button("Make the report", elem_id="make-report")
+                        report_file = gr.File(
+                            label="Report", interactive=False, elem_id="report-file"
+                        )
+                with gr.Column(scale=4):
+                    sessions = gr.Dropdown(label="Sessions of this case", elem_id="sessions")
+                    chat = gr.Chatbot(label="Review", height=420, elem_id="chat")
+                    question = gr.Textbox(
+                        placeholder="Ask about the case, e.g. 'Was the critical view of safety "
+                        "achieved before clipping?'",
+                        show_label=False,
+                        elem_id="question",
                     )
-                    known = gr.Dropdown(
-                        choices=[],
-                        label="...or pick a case reviewed before",
-                        elem_id="known-cases",
+                    gr.Markdown("**Evidence** (click a time to seek)")
+                    evidence = gr.HTML(views.evidence_html(None), elem_id="evidence")
+                    frames = gr.Gallery(
+                        label="Key frames (detections boxed)",
+                        columns=4,
+                        height=200,
+                        object_fit="contain",
+                        elem_id="frames",
                     )
-                video = gr.Video(label="Case", interactive=False, elem_id="case-video")
-                gr.Markdown("**Phases** (click to seek)")
-                ribbon = gr.HTML(elem_id="phase-ribbon")
-                gr.Markdown("**Instruments** (click to seek)")
-                timeline = gr.HTML(elem_id="instrument-timeline")
-            with gr.Column(scale=4):
-                sessions = gr.Dropdown(label="Sessions of this case", elem_id="sessions")
-                chat = gr.Chatbot(label="Review", height=420, elem_id="chat")
-                question = gr.Textbox(
-                    placeholder="Ask about the case, e.g. 'Was the critical view of safety "
-                    "achieved before clipping?'",
-                    show_label=False,
-                    elem_id="question",
+                    gr.Markdown("**Guideline citations**")
+                    citations = gr.HTML(views.citations_html(None), elem_id="citations")
+                    with gr.Accordion("Reasoning and tool trace", open=False):
+                        trace = gr.Markdown(views.trace_markdown(None), elem_id="trace")
+            if server.library_shared:
+                with gr.Tab("Cohort", id="cohort"):
+                    gr.Markdown(
+                        "Every indexed case of the library (`surgagent library add`). "
+                        "Click a point or a row to open the case at that time."
+                    )
+                    measure = gr.Radio(
+                        ["phase duration", "phase start", "instrument time in view"]
+                        + ["instrument first use"],
+                        value="phase duration",
+                        label="Measure per case",
+                        elem_id="cohort-measure",
+                    )
+                    plot = gr.HTML(elem_id="cohort-plot")
+                    table = gr.HTML(elem_id="cohort-table")
+                    library_question = gr.Textbox(
+                        placeholder="Ask across the library, e.g. 'Which cases have a "
+                        "gallbladder retraction longer than 5 minutes?'",
+                        show_label=False,
+                        elem_id="library-question",
+                    )
+                    library_answer = gr.Markdown(elem_id="library-answer")
+                measure.change(on_cohort, inputs=measure, outputs=[plot, table, banner])
+                page.load(on_cohort, inputs=measure, outputs=[plot, table, banner])
+                library_question.submit(
+                    on_ask_library, inputs=library_question, outputs=[library_answer, banner]
                 )
-                gr.Markdown("**Evidence** (click a time to seek)")
-                evidence = gr.HTML(views.evidence_html(None), elem_id="evidence")
-                frames = gr.Gallery(
-                    label="Key frames (detections boxed)",
-                    columns=4,
-                    height=200,
-                    object_fit="contain",
-                    elem_id="frames",
-                )
-                gr.Markdown("**Guideline citations**")
-                citations = gr.HTML(views.citations_html(None), elem_id="citations")
-                with gr.Accordion("Reasoning and tool trace", open=False):
-                    trace = gr.Markdown(views.trace_markdown(None), elem_id="trace")
 
         opened = [
             case_key, video, ribbon, timeline, sessions, thread_id, thread_url, chat,
@@ -234,10 +326,17 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         sessions.input(on_session, inputs=[sessions, case_key], outputs=opened)
         page.load(on_load, inputs=None, outputs=opened)
         thread_url.change(None, inputs=thread_url, outputs=None, js=_URL_SCRIPT)
+        library_open.change(
+            on_library_open, inputs=library_open, outputs=[*opened, tabs, seek_after_open]
+        )
+        seek_after_open.change(None, inputs=seek_after_open, js=views.SEEK_AFTER_OPEN)
         question.submit(
             on_ask,
             inputs=[question, chat, case_key, thread_id],
             outputs=[chat, question, evidence, frames, citations, trace, banner, sessions],
+        )
+        make_report.click(
+            on_report, inputs=[report_form, case_key, thread_id], outputs=[report_file, banner]
         )
     return page
 
@@ -249,8 +348,12 @@ def serve(
     port: int = 7860,
     access: Access | None = None,
     max_upload_mb: float = 4096,
+    library: bool | None = None,
 ) -> None:
     """Start the review app and block until it is stopped.
+
+    ``library`` shares the case library's cohort view and cases with every visitor; None
+    shares it only when there is no login (the page is this machine's user's alone).
 
     Raises:
         ConfigError: When asked to serve beyond this machine without a login.
@@ -272,7 +375,7 @@ def serve(
         os.environ["GRADIO_TEMP_DIR"] = scratch
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # never phone home
     try:
-        server = ReviewServer(settings, max_upload_mb=max_upload_mb, access=access)
+        server = ReviewServer(settings, max_upload_mb=max_upload_mb, access=access, library=library)
         page = build_page(server)
         page.queue(default_concurrency_limit=4)
         page.launch(server_name=host, server_port=port, **server.launch_options())

@@ -97,6 +97,7 @@ class SessionRecord(BaseModel):
     owner: str = LOCAL_OWNER  # files from before owners were kept belong to the local user
     case: str
     case_id: str
+    key: str | None = None  # how the page names the case; None: an upload (from `case`)
     title: str
     created: str
     updated: str
@@ -158,7 +159,14 @@ class SessionIndex(_RecordFile[SessionRecord]):
     model = SessionRecord
 
     def record(
-        self, thread_id: str, *, owner: str = LOCAL_OWNER, case: Path, case_id: str, title: str
+        self,
+        thread_id: str,
+        *,
+        owner: str = LOCAL_OWNER,
+        case: Path,
+        case_id: str,
+        key: str | None = None,
+        title: str,
     ) -> SessionRecord:
         """Add a session or touch an existing one (its title stays the first question)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -170,6 +178,7 @@ class SessionIndex(_RecordFile[SessionRecord]):
                 owner=old.owner if old else owner,
                 case=str(case),
                 case_id=case_id,
+                key=key,
                 title=old.title if old else title[:80],
                 created=old.created if old else now,
                 updated=now,

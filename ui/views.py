@@ -11,8 +11,10 @@ makes a click on either seek the case video.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +23,18 @@ from surgagent.tools.base import format_time, parse_time
 
 if TYPE_CHECKING:
     from surgagent.agent.api import AnswerResult
+    from surgagent.tools.library.types import CohortTable
 
 __all__ = [
+    "SEEK_AFTER_OPEN",
     "SEEK_SCRIPT",
     "STYLE",
     "answer_markdown",
     "banner",
     "citations_html",
+    "cohort_answer_markdown",
+    "cohort_plot",
+    "cohort_table",
     "evidence_html",
     "instrument_timeline",
     "phase_ribbon",
@@ -41,6 +48,23 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
 SEEK_SCRIPT = """
 <script>
 document.addEventListener("click", (event) => {
+  // A case of the library (a cohort row or point, a [case-id mm:ss] link): ask the server to
+  // open it, through the hidden #library-open box; it answers with the time to seek to.
+  const opener = event.target.closest('[data-case], a[href^="#case="]');
+  if (opener) {
+    event.preventDefault();
+    event.stopPropagation();
+    const asked = opener.dataset.case
+      ? `${opener.dataset.case} ${opener.dataset.seek ?? 0}`
+      : decodeURIComponent(opener.getAttribute("href").slice(6)).replace("@", " ");
+    const shown = document.querySelector("#case-video video");
+    window.surgagentOpenedFrom = shown ? shown.currentSrc : "";
+    const box = document.querySelector("#library-open textarea, #library-open input");
+    if (!box) return;
+    box.value = `${asked} ${Date.now()}`;
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    return;
+  }
   const target = event.target.closest('[data-seek], a[href^="#t="]');
   if (!target) return;
   const video = document.querySelector("#case-video video");
@@ -69,6 +93,36 @@ STYLE = """
 .unavailable { color: #888; font-style: italic; }
 .banner { background: #ffe8e6; border: 1px solid #e15759; padding: 8px; border-radius: 4px; }
 .tool-on { color: #2e7d32; } .tool-off { color: #888; }
+.cohort-plot .pt { cursor: pointer; stroke: white; stroke-width: 1; }
+.cohort-plot .pt:hover { r: 6; }
+.cohort-table { border-collapse: collapse; font-size: 12px; width: 100%; }
+.cohort-table td, .cohort-table th { padding: 2px 8px; border-bottom: 1px solid #eee;
+  text-align: left; }
+.cohort-table tr[data-case] { cursor: pointer; }
+.cohort-table tr[data-case]:hover { background: #eef4ff; }
+#library-open { display: none; }
+"""
+
+# Seeks the case video once the case a cohort click opened has loaded (or at once when the
+# same video stays): the server answers the click with "<seconds> <nonce>".
+SEEK_AFTER_OPEN = """
+(asked) => {
+  if (!asked) return;
+  const seconds = parseFloat(asked);
+  const from = window.surgagentOpenedFrom || "";
+  const started = Date.now();
+  const seek = () => {
+    const video = document.querySelector("#case-video video");
+    const waited = Date.now() - started;
+    const loaded = video && video.readyState >= 1;
+    if (loaded && (video.currentSrc !== from || waited > 1500)) {
+      video.currentTime = seconds;
+      return;
+    }
+    if (waited < 15000) setTimeout(seek, 100);
+  };
+  seek();
+}
 """
 
 _TIMESTAMP = re.compile(
@@ -216,3 +270,124 @@ def draw_boxes(frame: Path, boxes: Sequence[tuple[str, tuple[float, float, float
         draw.rectangle(corners, outline=colour(index), width=max(2, width // 200))
         draw.text((corners[0] + 3, corners[1] + 2), label, fill=colour(index))
     return image
+
+
+# -- the cohort view ---------------------------------------------------------------------------
+
+_LIBRARY_CITATION = re.compile(
+    r"\[([A-Za-z0-9][A-Za-z0-9._-]*) ((?:\d+:)?\d{1,2}:\d{2})(?:-(?:\d+:)?\d{1,2}:\d{2})?\]"
+)
+_PLOT_LABEL_W, _PLOT_W, _ROW_H, _AXIS_H = 190, 520, 34, 26
+
+
+def cohort_answer_markdown(text: str, case_ids: Sequence[str]) -> str:
+    """A library answer with each ``[case-id mm:ss]`` of a known case made a link opening it."""
+    known = set(case_ids)
+
+    def link(match: re.Match[str]) -> str:
+        if match.group(1) not in known:
+            return match.group(0)
+        start = parse_time(match.group(2))
+        target = f"#case={match.group(1)}@{start:.2f}"
+        return f'<a class="seek" href="{html.escape(target)}">{html.escape(match.group(0))}</a>'
+
+    return _LIBRARY_CITATION.sub(link, text)
+
+
+def _case_attrs(case_id: str, seconds: float | None) -> str:
+    return f'data-case="{html.escape(case_id)}" data-seek="{(seconds or 0.0):.2f}"'
+
+
+def cohort_plot(groups: Sequence[tuple[str, CohortTable]]) -> str:
+    """A horizontal box plot per group (phase or instrument) with a point per case, as SVG.
+
+    Boxes span the quartiles with the median marked and whiskers to the extremes; a click on
+    a point opens its case at the row's time.
+    """
+    drawn = [(name, [r for r in table.rows if r.value is not None]) for name, table in groups]
+    drawn = [(name, rows) for name, rows in drawn if rows]
+    if not drawn:
+        return '<div class="unavailable">No case of the library has this measure.</div>'
+    top = max(r.value or 0.0 for _, rows in drawn for r in rows) or 1.0
+    height = len(drawn) * _ROW_H + _AXIS_H
+
+    def x(seconds: float) -> float:
+        return _PLOT_LABEL_W + seconds / top * _PLOT_W
+
+    parts = []
+    for index, (name, rows) in enumerate(drawn):
+        values = sorted(r.value or 0.0 for r in rows)
+        q1, median, q3 = _quartiles(values)
+        mid = index * _ROW_H + _ROW_H / 2
+        ink = colour(index)
+        parts.append(
+            f'<text x="{_PLOT_LABEL_W - 6}" y="{mid + 4:.1f}" text-anchor="end">'
+            f"{html.escape(name)} (n={len(values)})</text>"
+            f'<line x1="{x(values[0]):.1f}" x2="{x(values[-1]):.1f}" y1="{mid:.1f}" '
+            f'y2="{mid:.1f}" stroke="#888"/>'
+            f'<rect x="{x(q1):.1f}" y="{mid - 9:.1f}" width="{max(1.0, x(q3) - x(q1)):.1f}" '
+            f'height="18" fill="{ink}" fill-opacity="0.25" stroke="{ink}"/>'
+            f'<line x1="{x(median):.1f}" x2="{x(median):.1f}" y1="{mid - 9:.1f}" '
+            f'y2="{mid + 9:.1f}" stroke="{ink}" stroke-width="2"/>'
+        )
+        for row in rows:
+            jitter = int(hashlib.sha1(row.case_id.encode()).hexdigest()[:4], 16) / 0xFFFF - 0.5
+            title = f"{row.case_id}: {format_time(row.value or 0.0)}"
+            if row.span():
+                title += f" (at {row.span()})"
+            parts.append(
+                f'<circle class="pt" cx="{x(row.value or 0.0):.1f}" cy="{mid + jitter * 12:.1f}" '
+                f'r="4" fill="{ink}" {_case_attrs(row.case_id, row.start_s)}>'
+                f"<title>{html.escape(title)}</title></circle>"
+            )
+    axis_y = len(drawn) * _ROW_H + 4
+    for k in range(5):
+        seconds = top * k / 4
+        parts.append(
+            f'<line x1="{x(seconds):.1f}" x2="{x(seconds):.1f}" y1="0" y2="{axis_y:.1f}" '
+            f'stroke="#ddd"/><text x="{x(seconds):.1f}" y="{axis_y + 14:.1f}" '
+            f'text-anchor="middle">{format_time(seconds)}</text>'
+        )
+    width = _PLOT_LABEL_W + _PLOT_W + 30
+    return (
+        f'<svg class="cohort-plot" viewBox="0 0 {width} {height}" width="100%" '
+        f'font-size="11" role="img" aria-label="box plot per case">{"".join(parts)}</svg>'
+    )
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def cohort_table(groups: Sequence[tuple[str, CohortTable]], *, what: str) -> str:
+    """Every case's row, a group (phase or instrument) at a time; a click opens the case there."""
+    lines = []
+    for name, table in groups:
+        if not table.rows:
+            continue
+        stats = table.stats
+        summary = f"n={stats.count}"
+        if stats.median is not None:
+            summary += f", median {format_time(stats.median)}"
+        if stats.min is not None and stats.max is not None:
+            summary += (
+                f", min {format_time(stats.min)} ({stats.min_case}), "
+                f"max {format_time(stats.max)} ({stats.max_case})"
+            )
+        lines.append(
+            f'<tr><th colspan="3">{html.escape(name)} <span class="unavailable">'
+            f"{html.escape(summary)}</span></th></tr>"
+        )
+        for row in table.rows:
+            value = format_time(row.value) if row.value is not None else html.escape(row.text or "")
+            lines.append(
+                f"<tr {_case_attrs(row.case_id, row.start_s)}><td>{html.escape(row.case_id)}</td>"
+                f"<td>{value}</td><td>{html.escape(row.span())}</td></tr>"
+            )
+    if not lines:
+        return '<div class="unavailable">No case of the library has this measure.</div>'
+    head = f"<tr><th>case</th><th>{html.escape(what)}</th><th>at</th></tr>"
+    return f'<table class="cohort-table">{head}{"".join(lines)}</table>'
