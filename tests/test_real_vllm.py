@@ -326,13 +326,15 @@ def _stream_shape(base_url: str, body: dict[str, Any]) -> list[Any]:
                 (sorted(call), sorted(k for k, v in call["function"].items() if v is not None))
                 for call in delta.get("tool_calls") or []
             ]
-            item = (
-                sorted(k for k, v in delta.items() if v is not None),
-                calls,
-                choice["finish_reason"],
-            )
-            if not shape or shape[-1] != item:
-                shape.append(item)
+            fields = sorted(k for k, v in delta.items() if v is not None)
+            items = [(fields, calls, choice["finish_reason"])]
+            if fields and choice["finish_reason"]:
+                # When its tool parser lags (under load: several tokens per step), vLLM sends
+                # the call's unstreamed remainder with the finish: the same stream, split.
+                items = [(fields, calls, None), ([], [], choice["finish_reason"])]
+            for item in items:
+                if not shape or shape[-1] != item:
+                    shape.append(item)
     return shape
 
 
