@@ -34,7 +34,7 @@ from surgagent.agent.settings import Settings, get_settings
 from surgagent.graphs.case_review import build_case_review_graph, recursion_limit
 from surgagent.graphs.context import RunContext
 from surgagent.graphs.nodes import Prompts
-from surgagent.graphs.result import AnswerResult
+from surgagent.graphs.result import AnswerResult, ModelUse
 from surgagent.graphs.turn import close_dangling_calls
 from surgagent.tools.answers import split_thinking
 from surgagent.tools.cache import Case, CaseCache
@@ -350,7 +350,20 @@ class SurgicalAgent:
             planner_vision=self.settings.planner.vision,
             max_image_side=self.settings.planner.max_image_side,
             settings=self.settings,
+            models=self._models_used(perception=case is not None),
         )
+
+    def _models_used(self, *, perception: bool) -> tuple[ModelUse, ...]:
+        """The planner's model, and the perception model where the run can ask it.
+
+        Args:
+            perception: Whether the run's graph offers the perception tool (a case's does,
+                the library's does not).
+        """
+        used = [_model_use("planner", self.planner)]
+        if perception and self.vision is not None:
+            used.append(_model_use("perception", self.vision))
+        return tuple(used)
 
     def session_case(
         self, case: str | Path | Case | None, known: str | None, thread_id: str
@@ -383,8 +396,12 @@ class SurgicalAgent:
             )
         return opened
 
-    def _library_session(self, case: str | Path | Case | None, known: str | None) -> None:
+    def _library_session(
+        self, case: str | Path | Case | None, known: str | None, context: RunContext
+    ) -> None:
         """Check a library question: no case named, a library session, a library to ask.
+
+        The library's overview read here is the one the run's planner is shown.
 
         Raises:
             UserError: If a case is named, the session is about a case, or the library is empty.
@@ -397,13 +414,12 @@ class SurgicalAgent:
                 "the library"
             )
         from surgagent.tools.errors import ToolInputError
-        from surgagent.tools.library.engine import CohortLibrary
 
         try:
-            indexed = CohortLibrary(self.settings.library_db).overview().cases
+            overview = context.library_overview
         except ToolInputError as error:
             raise UserError(str(error)) from None
-        if not indexed:
+        if overview is None or not overview.cases:
             raise UserError(
                 "the case library has no indexed case yet: add cases with "
                 "`surgagent library add DIR`"
@@ -419,11 +435,10 @@ class SurgicalAgent:
             "recursion_limit": recursion_limit(self.settings.step_budget),
         }
         state = self.graph.get_state(config).values
-        opened: Case | None = None
+        opened = None if library else self.session_case(case, state.get("case_id"), thread_id)
+        context = self.run_context(opened)
         if library:
-            self._library_session(case, state.get("case_id"))
-        else:
-            opened = self.session_case(case, state.get("case_id"), thread_id)
+            self._library_session(case, state.get("case_id"), context)
         repairs = close_dangling_calls(state.get("messages", []))
         if repairs:
             logger.warning("session %s: closed %d interrupted tool calls", thread_id, len(repairs))
@@ -433,7 +448,7 @@ class SurgicalAgent:
             "error": None,
             "result": None,
         }
-        return inputs, config, self.run_context(opened)
+        return inputs, config, context
 
     @contextlib.contextmanager
     def _turn(self, thread_id: str) -> Iterator[None]:
@@ -669,6 +684,23 @@ class SurgicalAgent:
         result = AnswerResult.model_validate(state["result"])
         result.thread_id = config["configurable"]["thread_id"]
         return result
+
+
+def _model_use(role: Literal["planner", "perception"], model: object) -> ModelUse:
+    """What ``model`` is, for its run's result: a configured backend by its own settings.
+
+    A model object handed to the agent ready-made (tests, notebooks) is named by its class
+    and, where it has one, its ``model_id``; the settings do not describe it.
+    """
+    from surgagent.agent.backends.base import ChatBackend
+
+    if isinstance(model, ChatBackend):
+        options = model.settings
+        endpoint = options.base_url if options.backend == "openai" else None
+        return ModelUse(role=role, backend=options.backend, model=options.model, endpoint=endpoint)
+    kind = type(model)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    return ModelUse(role=role, backend=name, model=str(getattr(model, "model_id", name)))
 
 
 def _turns(messages: Sequence[BaseMessage]) -> list[SessionTurn]:

@@ -1,9 +1,9 @@
 """A saved session's audit trail: what each answer rested on, as typed records.
 
 Every turn and tool call (arguments, result summary, duration, error), the planner and
-perception models with their endpoints, the detector and segmenter weights' SHA-256, the
-prompt files' content hashes and the case's content hash. ``surgagent session export``
-writes it as JSON lines or markdown.
+perception models the turns ran with and their endpoints, the detector and segmenter
+weights' SHA-256, the prompt files' content hashes and the case's content hash.
+``surgagent session export`` writes it as JSON lines or markdown.
 
     trail = build_export(agent, "review-1")
     text = to_markdown(trail)  # or: record.model_dump_json() for record in trail.records()
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from surgagent.agent.api import SurgicalAgent
     from surgagent.agent.settings import ModelSettings, Settings
-    from surgagent.graphs.result import AnswerResult
+    from surgagent.graphs.result import AnswerResult, ModelUse
 
 __all__ = [
     "ExportRecord",
@@ -63,7 +63,10 @@ class SessionHeader(BaseModel):
 
 
 class ModelRecord(BaseModel):
-    """A model role as configured at export, and the model names the session recorded."""
+    """A model role the session's turns ran with, and the model names the session recorded.
+
+    Turns saved before runs recorded their models fall back to the settings at export.
+    """
 
     type: Literal["model"] = "model"
     role: Literal["planner", "perception"]
@@ -72,6 +75,13 @@ class ModelRecord(BaseModel):
     model: str
     endpoint: str | None = Field(description="the server's URL; None for in-process backends")
     seen: list[str] = Field(description="model names the session's replies and results name")
+    source: Literal["run", "settings"] = Field(
+        "settings", description="run: stamped by the turns that used it; settings: at export"
+    )
+    turns: list[int] = Field(
+        default_factory=list,
+        description="0-based turns that used it (run), or that recorded no models (settings)",
+    )
 
 
 class WeightsRecord(BaseModel):
@@ -266,8 +276,10 @@ def _turn(index: int, question: str, answer: str, result: AnswerResult | None) -
 def build_export(agent: SurgicalAgent, thread_id: str) -> SessionExport:
     """The audit trail of session ``thread_id``.
 
-    Models, weights and prompts are those configured when exporting; each model record
-    also lists the model names the session's own replies and results recorded.
+    Models are those each turn recorded it ran with (the settings at export stand in for
+    turns saved before runs recorded them, marked ``source="settings"``); weights and
+    prompts are those configured when exporting. Each model record also lists the model
+    names the session's own replies and results recorded.
 
     Raises:
         UserError: If the session is unknown; the message lists the recent sessions.
@@ -285,11 +297,10 @@ def build_export(agent: SurgicalAgent, thread_id: str) -> SessionExport:
     case_id = state.get("case_id")
     case = agent.cache.lookup(case_id) if case_id else None
     calls, seen = _tool_calls(messages)
+    results = agent.turn_results(thread_id)
     turns = [
         _turn(k, turn.question, turn.answer, result)
-        for k, (turn, result) in enumerate(
-            zip(agent.turns(thread_id), agent.turn_results(thread_id), strict=True)
-        )
+        for k, (turn, result) in enumerate(zip(agent.turns(thread_id), results, strict=True))
     ]
     tasks = sorted({c.args.get("task", "open") for c in calls if c.tool == "ask_perception"})
     prompts = [*_PROMPTS, *(f"tools/perception/prompts/perception_{t}.md" for t in tasks)]
@@ -315,10 +326,7 @@ def build_export(agent: SurgicalAgent, thread_id: str) -> SessionExport:
             exported_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             surgagent_version=importlib.metadata.version("surgagent"),
         ),
-        models=[
-            _model("planner", settings.planner, True, seen),
-            _model("perception", settings.perception, settings.perception.enabled, seen),
-        ],
+        models=_models(results, settings, seen),
         weights=weights,
         prompts=[found for name in prompts if (found := _prompt(name)) is not None],
         turns=turns,
@@ -326,11 +334,49 @@ def build_export(agent: SurgicalAgent, thread_id: str) -> SessionExport:
     )
 
 
+def _models(
+    results: list[AnswerResult | None], settings: Settings, seen: dict[str, set[str]]
+) -> list[ModelRecord]:
+    """The models the turns recorded, in order of first use, with the turns that used each.
+
+    The settings at export stand in for turns that recorded none (saved before runs kept
+    their models, or never answered), and say so (``source="settings"``).
+    """
+    used: dict[ModelUse, ModelRecord] = {}
+    unstamped: list[int] = []
+    for k, result in enumerate(results):
+        if result is None or not result.models:
+            unstamped.append(k)
+            continue
+        for m in result.models:
+            record = used.setdefault(
+                m,
+                ModelRecord(
+                    role=m.role,
+                    enabled=True,
+                    backend=m.backend,
+                    model=m.model,
+                    endpoint=m.endpoint,
+                    seen=sorted(seen[m.role]),
+                    source="run",
+                ),
+            )
+            record.turns.append(k)
+    records = list(used.values())
+    if unstamped or not records:
+        records += [
+            _model("planner", settings.planner, True, seen, unstamped),
+            _model("perception", settings.perception, settings.perception.enabled, seen, unstamped),
+        ]
+    return records
+
+
 def _model(
     role: Literal["planner", "perception"],
     options: ModelSettings,
     enabled: bool,
     seen: dict[str, set[str]],
+    turns: list[int],
 ) -> ModelRecord:
     return ModelRecord(
         role=role,
@@ -339,6 +385,8 @@ def _model(
         model=options.model,
         endpoint=options.base_url if options.backend == "openai" else None,
         seen=sorted(seen[role]),
+        source="settings",
+        turns=turns,
     )
 
 
@@ -364,14 +412,19 @@ def to_markdown(export: SessionExport) -> str:
         f"- started {head.started}, updated {head.updated}, {head.turns} turns",
         f"- exported {head.exported_at} by surgagent {head.surgagent_version}",
         "",
-        "## Models, weights and prompts (as configured at export)",
+        "## Models (as the turns ran), weights and prompts (as configured at export)",
         "",
     ]
     for m in export.models:
         where = m.endpoint or "in process"
         state = "" if m.enabled else " (off)"
+        turns = f"turn{'s' if len(m.turns) > 1 else ''} {', '.join(str(k + 1) for k in m.turns)}"
+        if m.source == "run":
+            when = f", used in {turns}"
+        else:  # the turns recorded no models: saved by an older version, or never answered
+            when = f", as configured at export ({turns} recorded no models)" if m.turns else ""
         used = f"; the session recorded {', '.join(m.seen)}" if m.seen else ""
-        lines.append(f"- {m.role}{state}: {m.model} via {m.backend} ({where}){used}")
+        lines.append(f"- {m.role}{state}: {m.model} via {m.backend} ({where}){when}{used}")
     for w in export.weights:
         digest = f"sha256 `{w.sha256}`" if w.sha256 else f"unreadable: {w.error}"
         lines.append(f"- {w.role} weights: {w.path}, {digest}")

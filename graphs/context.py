@@ -1,7 +1,8 @@
 """The run context: what one graph run works with, passed as LangGraph's ``context``.
 
 Nodes read it through ``Runtime[RunContext]``; tools through ``ToolRuntime.context``. It is
-frozen: a run never changes its case, models or budgets.
+frozen: a run never changes its case, models or budgets, and what it reads once (the
+library's overview) is kept on it for the run's steps.
 
     graph.invoke({"messages": [...]}, context=RunContext(case=case, cache=cache, planner=model))
 """
@@ -9,12 +10,14 @@ frozen: a run never changes its case, models or budgets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from surgagent.graphs.protocols import PlannerModel
+    from surgagent.graphs.result import ModelUse
     from surgagent.tools.cache import Case, CaseCache
-    from surgagent.tools.library.engine import CohortLibrary
+    from surgagent.tools.library.engine import CohortLibrary, LibraryOverview
     from surgagent.tools.vision import VisionBackend
 
 __all__ = ["RunContext"]
@@ -40,6 +43,7 @@ class RunContext:
             until its backend learns that the served model takes none).
         max_image_side: Frames shown to the planner are resized to fit this side.
         settings: The agent's settings object, for tools that need more.
+        models: The models this run uses, stamped into its result.
     """
 
     case: Case | None
@@ -56,6 +60,17 @@ class RunContext:
     planner_vision: bool | Literal["auto"] = "auto"
     max_image_side: int = 896
     settings: Any = None
+    models: tuple[ModelUse, ...] = ()
+
+    @cached_property
+    def library_overview(self) -> LibraryOverview | None:
+        """What the library holds (None without one), read once per run whatever its steps.
+
+        Raises:
+            ToolInputError: If there is no library file yet.
+            BackendError: If the library file cannot be read.
+        """
+        return self.library.overview() if self.library is not None else None
 
     @property
     def subject(self) -> str:
@@ -64,8 +79,8 @@ class RunContext:
 
         if self.case is not None:
             return describe_case(self.case)
-        if self.library is not None:
-            return self.library.overview().describe()
+        if self.library_overview is not None:
+            return self.library_overview.describe()
         return "(no case)"
 
     @property

@@ -355,7 +355,11 @@ def make_answer_node(tools: Sequence[BaseTool], prompts: Prompts) -> Node:
             "error" if error else ("answered" if finished else "budget_exhausted")
         )
         result = build_result(
-            [*messages, *new_messages], status=status, error=error, case_id=ctx.subject_id
+            [*messages, *new_messages],
+            status=status,
+            error=error,
+            case_id=ctx.subject_id,
+            models=ctx.models,
         )
         return {
             "messages": new_messages,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from surgagent.tools.base import Evidence
 from surgagent.tools.vision import Usage
 
-__all__ = ["AnswerResult", "AnswerStatus", "Citation", "TraceStep"]
+__all__ = ["AnswerResult", "AnswerStatus", "Citation", "ModelUse", "TraceStep"]
 
 AnswerStatus = Literal["answered", "budget_exhausted", "refused", "error"]
 
@@ -43,6 +43,21 @@ class TraceStep(BaseModel):
     summary: str = ""
 
 
+class ModelUse(BaseModel):
+    """A model a run used: its role, backend, model id and (for a server) the endpoint.
+
+    The ``backend`` is the configured kind (``openai``, ``transformers``, ``vllm``), or the
+    class of a model object handed to the agent ready-made.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["planner", "perception"]
+    backend: str
+    model: str
+    endpoint: str | None = None
+
+
 class AnswerResult(BaseModel):
     """What `SurgicalAgent.invoke` returns; thinking is kept in ``reasoning``, never in ``answer``.
 
@@ -62,6 +77,7 @@ class AnswerResult(BaseModel):
             unmentioned.
         case_id: The case the answer is about.
         thread_id: The session it belongs to.
+        models: The models the run used (empty in results saved before they were kept).
     """
 
     answer: str
@@ -74,3 +90,4 @@ class AnswerResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     case_id: str = ""
     thread_id: str | None = None
+    models: list[ModelUse] = Field(default_factory=list)

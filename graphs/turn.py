@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 
 from surgagent.graphs.grounding import check_grounding
-from surgagent.graphs.result import AnswerResult, AnswerStatus, Citation, TraceStep
+from surgagent.graphs.result import AnswerResult, AnswerStatus, Citation, ModelUse, TraceStep
 from surgagent.tools.answers import split_thinking
 from surgagent.tools.base import Evidence, ToolRecord, format_time
 from surgagent.tools.results import GuidelineSearchResult, read_result
@@ -116,7 +116,12 @@ def _trace(turn: Sequence[AnyMessage]) -> list[TraceStep]:
 
 
 def build_result(
-    messages: Sequence[AnyMessage], *, status: AnswerStatus, error: str | None, case_id: str
+    messages: Sequence[AnyMessage],
+    *,
+    status: AnswerStatus,
+    error: str | None,
+    case_id: str,
+    models: Sequence[ModelUse] = (),
 ) -> AnswerResult:
     """Collect the turn's answer, thinking, evidence, citations, trace and usage.
 
@@ -164,6 +169,7 @@ def build_result(
         usage=usage,
         warnings=warnings,
         case_id=case_id,
+        models=list(models),
     )
 
 

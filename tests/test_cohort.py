@@ -11,6 +11,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
@@ -230,6 +231,53 @@ def test_cohort_question_through_the_agent(library: Path) -> None:
         agent.invoke("and video01?", case="/archive/video01.mp4", thread_id="cohort-1")
     with pytest.raises(UserError, match="names no case"):
         agent.invoke("Q?", case="x.mp4", library=True)
+
+
+def test_a_query_reads_one_snapshot_while_a_case_is_added(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from surgagent.tools.library import engine
+
+    checked = engine._check_name
+    added: list[str] = []
+
+    def check_then_add(what: str, value: str | None, known: list[str]) -> None:
+        checked(what, value, known)
+        if not added:  # another process indexes a case between the checks and the rows
+            added.append("video07")
+            store = LibraryStore(library)
+            store.save(CaseIndex(case=_case("video07", "2026-11-09"), phases=[]))
+
+    monkeypatch.setattr(engine, "_check_name", check_then_add)
+    table = CohortLibrary(library).query(CohortQuery(measure="cases"))
+    assert added and table.cases_considered == 6 and len(table.rows) == 6
+    assert CohortLibrary(library).overview().cases == 7  # the next query sees it
+
+
+def test_a_library_run_reads_the_overview_once_whatever_its_steps(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    overview = CohortLibrary.overview
+
+    def counted(self: CohortLibrary) -> Any:
+        reads.append(1)
+        return overview(self)
+
+    monkeypatch.setattr(CohortLibrary, "overview", counted)
+    steps = [
+        call("query_library", measure="cases"),
+        call("query_library", measure="phase_order"),
+        call("query_library", measure="instrument_first_use", instrument="Clipper"),
+        call("query_library", measure="phase_duration", phase="Preparation"),
+        say("Six cases."),
+    ]
+    planner = ScriptedChatModel(replies=steps)
+    agent = SurgicalAgent.from_settings(planner_model=planner, engines={}, step_budget=8)
+    result = agent.invoke("How many cases?", library=True)
+    assert result.status == "answered" and len(planner.seen) == 5
+    assert all("A case library of 6 indexed cases" in seen[0].text for seen in planner.seen)
+    assert len(reads) == 1  # the check that the library has cases, and the planner's prompt
 
 
 def test_a_library_question_without_a_library_is_one_sentence() -> None:

@@ -312,6 +312,34 @@ def test_stream_reports_steps_tokens_and_the_answer(case_video: Path) -> None:
     assert events[-1].result.evidence[0].kind == "frame"
 
 
+def test_the_result_names_the_models_the_run_used(case_video: Path) -> None:
+    from surgagent.agent.backends import load_backend
+    from surgagent.graphs.result import ModelUse
+
+    settings = get_settings(
+        perception={"backend": "openai", "model": "served/A", "base_url": "http://127.0.0.1:9/v1"}
+    )
+    vision = load_backend(settings.perception, role="perception")  # never called here
+    agent = SurgicalAgent(settings, ScriptedChatModel(replies=[say("A.")]), vision=vision)
+    result = agent.invoke("Q?", case=case_video)
+    assert result.models == [
+        # A ready-made planner is named by its class: the settings do not describe it.
+        ModelUse(
+            role="planner",
+            backend="surgagent.agent.testing.scripted.ScriptedChatModel",
+            model="scripted",
+        ),
+        ModelUse(
+            role="perception",
+            backend="openai",
+            model="served/A",
+            endpoint="http://127.0.0.1:9/v1",
+        ),
+    ]
+    # A question across the library offers no perception tool, so names no perception model.
+    assert [m.role for m in agent.run_context(None).models] == ["planner"]
+
+
 def test_a_tool_input_error_class_is_a_value_error() -> None:
     # Tools raise ToolInputError; callers that only know ValueError still catch it.
     assert issubclass(ToolInputError, ValueError)

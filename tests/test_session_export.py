@@ -92,6 +92,7 @@ def test_jsonl_export_holds_every_turn_call_model_hash_and_the_case(
     assert (planner.role, planner.backend, planner.endpoint) == ("planner", "openai", base_url)
     assert planner.seen == ["Qwen/Qwen3.5-9B"]  # the served model name the replies carried
     assert (perception.endpoint, perception.seen) == (base_url, ["Qwen/Qwen3.5-9B"])
+    assert (planner.source, planner.turns) == ("run", [0, 1])  # stamped by each turn
     data = Path(session["SURGAGENT_DETECTOR__WEIGHTS"]).read_bytes()
     assert weights.type == "weights" and weights.sha256 == hashlib.sha256(data).hexdigest()
     assert {p.name: p.sha256 for p in prompts if p.type == "prompt"} == {
@@ -136,6 +137,62 @@ def test_markdown_export_to_a_file(session: dict[str, str], tmp_path: Path) -> N
     assert '- `look_at_frames({"times": ["00:02", "99:00"]})` error' in text
     assert "- prompt tools/perception/prompts/perception_cvs.md: sha256 `" in text
     assert "case content hash: `" in text and "case content hash: `unknown`" not in text
+
+
+def test_the_models_are_those_the_turns_ran_with_not_todays_settings(
+    session: dict[str, str],
+) -> None:
+    later = {
+        **session,
+        "SURGAGENT_PLANNER__MODEL": "another/model-B",
+        "SURGAGENT_PLANNER__BASE_URL": "http://127.0.0.1:9/v1",
+    }
+    done = run_cli("session", "export", "review", env=later)
+    assert done.returncode == 0, done.stderr
+    models = [r for r in read_jsonl(done.stdout) if r.type == "model"]
+    assert [(m.role, m.model, m.endpoint, m.source) for m in models] == [
+        (role, "Qwen/Qwen3.5-9B", session["SURGAGENT_PLANNER__BASE_URL"], "run")
+        for role in ("planner", "perception")
+    ]
+    markdown = run_cli("session", "export", "review", "--format", "md", env=later).stdout
+    assert "- planner: Qwen/Qwen3.5-9B via openai (" in markdown
+    assert "used in turns 1, 2" in markdown
+    assert "model-B" not in markdown
+
+
+def test_turns_saved_without_models_fall_back_to_the_settings_and_say_so() -> None:
+    from surgagent.agent.audit import SessionExport, SessionHeader, _models, to_markdown
+    from surgagent.graphs.result import AnswerResult, ModelUse
+
+    settings = get_settings(planner={"backend": "openai", "model": "m-now", "base_url": "http://x"})
+    stamped = AnswerResult(
+        answer="a",
+        status="answered",
+        models=[ModelUse(role="planner", backend="openai", model="m-then", endpoint="http://y")],
+    )
+    older = AnswerResult(answer="b", status="answered")  # saved before models were kept
+    seen: dict[str, set[str]] = {"planner": set(), "perception": set()}
+    records = _models([stamped, older, None], settings, seen)
+    assert [(r.role, r.model, r.source, r.turns) for r in records] == [
+        ("planner", "m-then", "run", [0]),
+        ("planner", "m-now", "settings", [1, 2]),
+        ("perception", "m-now", "settings", [1, 2]),  # perception uses the planner's model
+    ]
+    header = SessionHeader(
+        thread_id="t", case_id=None, case_source=None, case_content_hash=None, started=None,
+        updated=None, turns=3, exported_at="now", surgagent_version="0",
+    )  # fmt: skip
+    export = SessionExport(
+        header=header, models=records, weights=[], prompts=[], turns=[], tool_calls=[]
+    )
+    lines = to_markdown(export).splitlines()
+    assert [line for line in lines if line.startswith(("- planner", "- perception"))] == [
+        "- planner: m-then via openai (http://y), used in turn 1",
+        "- planner: m-now via openai (http://x), as configured at export (turns 2, 3 recorded "
+        "no models)",
+        "- perception: m-now via openai (http://x), as configured at export (turns 2, 3 "
+        "recorded no models)",
+    ]
 
 
 def test_an_unknown_session_lists_the_recent_ones(session: dict[str, str]) -> None:

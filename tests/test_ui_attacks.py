@@ -237,7 +237,7 @@ def test_a_library_not_shared_is_out_of_reach(site: Site) -> None:
     for asked in (f"{LIBRARY_CASE} 3 1", f"{site.data.parent}/archive/library-case.mp4 0 1"):
         opened = bob.predict(asked, api_name="/on_library_open")
         text = json.dumps(opened)
-        assert "Cannot open" in text and "\"path\"" not in text, text  # no video
+        assert "Cannot open" in text and '"path"' not in text, text  # no video
         assert not leaks(text, site, sent=asked.split()[0])
     assert f"'bob' asked for library case '{LIBRARY_CASE}'; refused" in site.log()
 

@@ -4,7 +4,8 @@ The library is the SQLite file `surgagent library add` fills (schema: `surgagent
 A `CohortQuery` picks a measure from a fixed set and filters; its SQL is put together from
 fixed fragments, and every value the planner wrote reaches SQLite as a bound parameter. The
 connection is opened read-only (``mode=ro`` and ``PRAGMA query_only``), so no query can change
-the library.
+the library, and holds one read transaction, so a query's name checks and rows come from one
+snapshot while cases are added beside it.
 
     library = CohortLibrary(settings.data_dir / "library.sqlite")
     table = library.query(CohortQuery(measure="phase_duration", phase="ClippingCutting"))
@@ -116,6 +117,9 @@ class CohortLibrary:
             ) from None
         try:
             connection.execute("PRAGMA query_only = ON")
+            # One read transaction: every statement on this connection sees one snapshot,
+            # even while `surgagent library add` commits cases beside it (WAL).
+            connection.execute("BEGIN")
             yield connection
         except sqlite3.DatabaseError as error:
             raise BackendError(
@@ -125,24 +129,14 @@ class CohortLibrary:
             connection.close()
 
     def overview(self) -> LibraryOverview:
-        """How many cases, procedures, dates, and the phase and instrument names it holds."""
+        """How many cases, procedures, dates, and the phase and instrument names it holds.
+
+        Raises:
+            ToolInputError: If there is no library file yet.
+            BackendError: If the library file cannot be read.
+        """
         with self._connect() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM cases WHERE status = 'indexed'")]
-            procedures = _column(db, "SELECT DISTINCT procedure FROM cases WHERE status='indexed'")
-            first, last = db.execute(
-                "SELECT MIN(date), MAX(date) FROM cases WHERE status = 'indexed'"
-            ).fetchone()
-            phases = _column(db, "SELECT DISTINCT phase FROM phase_segments")
-            instruments = _column(db, "SELECT DISTINCT instrument FROM instrument_intervals")
-        return LibraryOverview(
-            cases=len(ids),
-            procedures=procedures,
-            first_date=first,
-            last_date=last,
-            phases=phases,
-            instruments=instruments,
-            case_ids=sorted(ids),
-        )
+            return _overview(db)
 
     def query(self, query: CohortQuery) -> CohortTable:
         """Run ``query``: one row per case (or stored answer), with summary statistics.
@@ -152,11 +146,6 @@ class CohortLibrary:
                 message names the closest and lists the known ones), or an empty library.
             BackendError: If the library file cannot be read.
         """
-        known = self.overview()
-        _check_name("phase", query.phase, known.phases)
-        _check_name("instrument", query.instrument, known.instruments)
-        for case in query.cases or []:
-            _check_name("case", case, known.case_ids)
         where, params = _filters(query)
         sql = _MEASURES[query.measure].format(where=where)
         leading: list[Any] = []
@@ -166,7 +155,12 @@ class CohortLibrary:
             leading = [query.instrument]
         elif query.measure == "perception_finding":
             leading = [f"%{_escape_like(query.finding or '')}%"]
-        with self._connect() as db:
+        with self._connect() as db:  # the names are checked against the rows queried
+            known = _overview(db)
+            _check_name("phase", query.phase, known.phases)
+            _check_name("instrument", query.instrument, known.instruments)
+            for case in query.cases or []:
+                _check_name("case", case, known.case_ids)
             considered = db.execute(f"SELECT COUNT(*) FROM cases c WHERE {where}", params)
             count = int(considered.fetchone()[0])
             raw = db.execute(sql, [*leading, *params]).fetchall()
@@ -180,6 +174,23 @@ class CohortLibrary:
             stats=_stats(rows, query.statistics),
             unit=unit,
         )
+
+
+def _overview(db: sqlite3.Connection) -> LibraryOverview:
+    ids = [r[0] for r in db.execute("SELECT id FROM cases WHERE status = 'indexed'")]
+    procedures = _column(db, "SELECT DISTINCT procedure FROM cases WHERE status='indexed'")
+    first, last = db.execute(
+        "SELECT MIN(date), MAX(date) FROM cases WHERE status = 'indexed'"
+    ).fetchone()
+    return LibraryOverview(
+        cases=len(ids),
+        procedures=procedures,
+        first_date=first,
+        last_date=last,
+        phases=_column(db, "SELECT DISTINCT phase FROM phase_segments"),
+        instruments=_column(db, "SELECT DISTINCT instrument FROM instrument_intervals"),
+        case_ids=sorted(ids),
+    )
 
 
 def _column(db: sqlite3.Connection, sql: str) -> list[str]:
