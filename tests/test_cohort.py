@@ -24,6 +24,7 @@ from surgagent.library.store import LibraryStore
 from surgagent.library.types import CaseIndex, CaseRecord, InstrumentIntervalRow, PhaseSegmentRow
 from surgagent.tools.errors import ToolInputError
 from surgagent.tools.library.engine import CohortLibrary
+from surgagent.tools.library.tools import describe_table
 from surgagent.tools.library.types import CohortQuery
 from surgagent.tools.results import CohortTable, read_result
 
@@ -161,6 +162,37 @@ def test_instrument_measures_phase_order_and_findings(library: Path) -> None:
     assert [(r.case_id, r.span()) for r in found.rows] == [("video02-0000abcd", "06:50-07:00")]
     # % and _ are literal characters, not LIKE wildcards.
     assert not cohort.query(CohortQuery(measure="perception_finding", finding="1_0")).rows
+
+
+def test_rows_and_statistics_per_group(library: Path) -> None:
+    cohort = CohortLibrary(library)
+    phases = cohort.query(CohortQuery(measure="phase_duration", group_by="phase"))
+    by_phase = {g.name: g.stats for g in phases.groups}
+    assert sorted(by_phase) == ["CalotTriangleDissection", "ClippingCutting", "Preparation"]
+    assert (by_phase["Preparation"].count, by_phase["Preparation"].mean) == (6, 80.0)
+    assert (by_phase["CalotTriangleDissection"].median, phases.stats.count) == (360.0, 14)
+    calot = [r for r in phases.rows if r.group == "CalotTriangleDissection"]
+    assert {r.case_id.split("-")[0]: r.value for r in calot} == CALOT
+    tools = cohort.query(CohortQuery(measure="instrument_total_time", group_by="instrument"))
+    by_tool = {g.name: (g.stats.count, g.stats.min, g.stats.max) for g in tools.groups}
+    assert by_tool == {"Clipper": (4, 60.0, 60.0), "Grasper": (6, 595.0, 1790.0)}
+    procedures = cohort.query(CohortQuery(measure="cases", group_by="procedure"))
+    assert [(g.name, g.stats.count) for g in procedures.groups] == [
+        ("cholecystectomy", 4),
+        ("prostatectomy", 2),
+    ]
+    months = cohort.query(CohortQuery(measure="phase_start", phase="Preparation", group_by="month"))
+    assert [(g.name, g.stats.count) for g in months.groups] == [("2026-11", 5), ("2026-12", 1)]
+    shown = describe_table(tools)
+    assert "Clipper: 4 rows; mean 01:00 (60 s)" in shown
+    assert "- [video01-0000abcd 01:40-13:50] Clipper: 01:00 (60 s)" in shown
+    for wrong in (
+        {"measure": "instrument_first_use", "group_by": "phase"},
+        {"measure": "phase_order", "group_by": "phase"},
+        {"measure": "cases", "group_by": "instrument"},
+    ):
+        with pytest.raises(ValueError, match="goes with the"):
+            CohortQuery.model_validate(wrong)
 
 
 def test_bad_arguments_are_tool_errors_and_nothing_reaches_sql(library: Path) -> None:

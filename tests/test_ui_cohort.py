@@ -20,7 +20,13 @@ from surgagent.agent.settings import get_settings
 from surgagent.agent.testing.openai_server import ScriptedOpenAIServer
 from surgagent.library.store import LibraryStore
 from surgagent.library.types import CaseIndex, CaseRecord, InstrumentIntervalRow, PhaseSegmentRow
-from surgagent.tools.library.types import CohortQuery, CohortRow, CohortStats, CohortTable
+from surgagent.tools.library.types import (
+    CohortGroup,
+    CohortQuery,
+    CohortRow,
+    CohortStats,
+    CohortTable,
+)
 from surgagent.ui import views
 from surgagent.ui.app import LIBRARY_KEY, NotYours, ReviewServer
 from surgagent.ui.auth import Access
@@ -74,20 +80,22 @@ def library(isolated_settings: Path, tmp_path: Path) -> Path:
 
 def test_the_cohort_view_plots_every_case_with_a_click_that_opens_it(library: Path) -> None:
     server = ReviewServer(get_settings())  # no login: the library is this user's
-    groups = dict(server.cohort("phase duration"))
-    calot = groups["CalotTriangleDissection"]
-    assert [(r.case_id, r.value, r.start_s) for r in calot.rows] == [
+    durations = server.cohort("phase duration")
+    calot = [r for r in durations.rows if r.group == "CalotTriangleDissection"]
+    assert [(r.case_id, r.value, r.start_s) for r in calot] == [
         (case_id, seconds, 2.0) for case_id, seconds, _ in CASES
     ]
-    plot = views.cohort_plot(list(groups.items()))
+    plot = views.cohort_plot(durations)
     points = re.findall(r'<circle class="pt"[^>]*data-case="([^"]+)" data-seek="([^"]+)"', plot)
     assert sorted(points) == sorted(
         [(case_id, "2.00") for case_id, *_ in CASES] + [(c, "0.00") for c, *_ in CASES]
     )
-    table = views.cohort_table(list(groups.items()), what="phase duration")
+    table = views.cohort_table(durations, what="phase duration")
     assert table.count("<tr data-case=") == 6 and "median 00:06" in table
-    first_use = dict(server.cohort("instrument first use"))["Clipper"]
-    assert [(r.case_id, r.start_s) for r in first_use.rows] == [(c, t) for c, _, t in CASES]
+    first_use = server.cohort("instrument first use")
+    assert [(r.group, r.case_id, r.start_s) for r in first_use.rows] == [
+        ("Clipper", c, t) for c, _, t in CASES
+    ]
     # A click opens the case: its video is served from Gradio's folder, never the archive.
     case = server.open(LIBRARY_KEY + "beta-00000002", "local")
     shown = server.media(case, LIBRARY_KEY + "beta-00000002")
@@ -104,16 +112,19 @@ def test_library_answers_link_only_the_cases_it_knows() -> None:
 
 
 def test_names_in_the_cohort_view_are_escaped() -> None:
+    stats = CohortStats(count=1, median=3.0, min=3.0, max=3.0, min_case="x", max_case="x")
     table = CohortTable(
-        query=CohortQuery(measure="cases"),
+        query=CohortQuery(measure="cases", group_by="procedure"),
         cases_considered=1,
-        rows=[CohortRow(case_id='x"><script>alert(1)</script>', start_s=0, value=3.0)],
-        stats=CohortStats(count=1, median=3.0, min=3.0, max=3.0, min_case="x", max_case="x"),
+        rows=[
+            CohortRow(
+                case_id='x"><script>alert(1)</script>', group="<b>phase</b>", start_s=0, value=3.0
+            )
+        ],
+        stats=stats,
+        groups=[CohortGroup(name="<b>phase</b>", stats=stats)],
     )
-    for html in (
-        views.cohort_plot([("<b>phase</b>", table)]),
-        views.cohort_table([("<b>phase</b>", table)], what="<i>"),
-    ):
+    for html in (views.cohort_plot(table), views.cohort_table(table, what="<i>")):
         assert "<script>" not in html and "<b>phase" not in html and "&lt;script&gt;" in html
 
 

@@ -169,8 +169,8 @@ class ReviewServer:
 
         return [record.id for record in LibraryStore(self.settings.library_db).cases("indexed")]
 
-    def cohort(self, measure: CohortMeasure) -> list[tuple[str, CohortTable]]:
-        """One table per phase or instrument the library knows, for a cohort view measure.
+    def cohort(self, measure: CohortMeasure) -> CohortTable:
+        """A cohort view measure over the library, per phase or instrument it knows.
 
         Raises:
             NotYours: If this server does not share its library.
@@ -180,22 +180,14 @@ class ReviewServer:
 
         if not self.library_ids():
             raise NotYours("this server shares no case library")
-        library = CohortLibrary(self.settings.library_db)
-        overview = library.overview()
-        tool_measure, names = {
-            "phase duration": ("phase_duration", overview.phases),
-            "phase start": ("phase_start", overview.phases),
-            "instrument time in view": ("instrument_total_time", overview.instruments),
-            "instrument first use": ("instrument_first_use", overview.instruments),
+        tool_measure, group = {
+            "phase duration": ("phase_duration", "phase"),
+            "phase start": ("phase_start", "phase"),
+            "instrument time in view": ("instrument_total_time", "instrument"),
+            "instrument first use": ("instrument_first_use", "instrument"),
         }[measure]
-        field = "phase" if tool_measure.startswith("phase") else "instrument"
-        return [
-            (
-                name,
-                library.query(CohortQuery.model_validate({"measure": tool_measure, field: name})),
-            )
-            for name in names
-        ]
+        query = CohortQuery.model_validate({"measure": tool_measure, "group_by": group})
+        return CohortLibrary(self.settings.library_db).query(query)
 
     def ask_library(self, question: str, owner: str) -> AnswerResult:
         """Answer ``question`` across the shared library, in a fresh session of ``owner``.

@@ -198,10 +198,10 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
 
     def on_cohort(measure: CohortMeasure, request: gr.Request) -> tuple[str, str, str]:
         try:
-            groups = server.cohort(measure)
+            table = server.cohort(measure)
         except (NotYours, SurgAgentError) as error:
             return "", "", views.banner(str(error))
-        return views.cohort_plot(groups), views.cohort_table(groups, what=measure), ""
+        return views.cohort_plot(table), views.cohort_table(table, what=measure), ""
 
     def on_ask_library(question: str, request: gr.Request) -> tuple[Any, str]:
         question = question.strip()

@@ -298,13 +298,16 @@ def _case_attrs(case_id: str, seconds: float | None) -> str:
     return f'data-case="{html.escape(case_id)}" data-seek="{(seconds or 0.0):.2f}"'
 
 
-def cohort_plot(groups: Sequence[tuple[str, CohortTable]]) -> str:
+def cohort_plot(table: CohortTable) -> str:
     """A horizontal box plot per group (phase or instrument) with a point per case, as SVG.
 
     Boxes span the quartiles with the median marked and whiskers to the extremes; a click on
     a point opens its case at the row's time.
     """
-    drawn = [(name, [r for r in table.rows if r.value is not None]) for name, table in groups]
+    drawn = [
+        (group.name, [r for r in table.rows if r.group == group.name and r.value is not None])
+        for group in table.groups
+    ]
     drawn = [(name, rows) for name, rows in drawn if rows]
     if not drawn:
         return '<div class="unavailable">No case of the library has this measure.</div>'
@@ -362,13 +365,12 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
     return q1, median, q3
 
 
-def cohort_table(groups: Sequence[tuple[str, CohortTable]], *, what: str) -> str:
+def cohort_table(table: CohortTable, *, what: str) -> str:
     """Every case's row, a group (phase or instrument) at a time; a click opens the case there."""
     lines = []
-    for name, table in groups:
-        if not table.rows:
-            continue
-        stats = table.stats
+    for group in table.groups:
+        name, stats = group.name, group.stats
+        rows = [row for row in table.rows if row.group == name]
         summary = f"n={stats.count}"
         if stats.median is not None:
             summary += f", median {format_time(stats.median)}"
@@ -381,7 +383,7 @@ def cohort_table(groups: Sequence[tuple[str, CohortTable]], *, what: str) -> str
             f'<tr><th colspan="3">{html.escape(name)} <span class="unavailable">'
             f"{html.escape(summary)}</span></th></tr>"
         )
-        for row in table.rows:
+        for row in rows:
             value = format_time(row.value) if row.value is not None else html.escape(row.text or "")
             lines.append(
                 f"<tr {_case_attrs(row.case_id, row.start_s)}><td>{html.escape(row.case_id)}</td>"

@@ -23,51 +23,67 @@ from typing import Any
 from pydantic import BaseModel
 
 from surgagent.tools.errors import BackendError, ToolInputError, suggest
-from surgagent.tools.library.types import CohortQuery, CohortRow, CohortStats, CohortTable
+from surgagent.tools.library.types import (
+    CohortGroup,
+    CohortQuery,
+    CohortRow,
+    CohortStats,
+    CohortTable,
+)
 
 __all__ = ["CohortLibrary", "LibraryOverview"]
 
 _TEXT_LIMIT = 200  # characters of a stored answer shown in a row
 
-# The measure's rows: (case, start, end, value, text), grouped by case where it aggregates.
+# The measure's rows: (case, group, start, end, value, text), grouped by case (and group)
+# where it aggregates. {group} is one of `_GROUPS`. A phase or instrument bound as NULL
+# means every one: the query then groups by it (`CohortQuery` checks).
 _MEASURES: dict[str, str] = {
-    "cases": "SELECT c.id, 0.0, c.duration, c.duration, NULL FROM cases c WHERE {where}",
+    "cases": "SELECT c.id, {group}, 0.0, c.duration, c.duration, NULL FROM cases c WHERE {where}",
     "phase_duration": (
-        "SELECT c.id, MIN(p.start_s), MAX(p.end_s), SUM(p.end_s - p.start_s), NULL "
-        "FROM cases c JOIN phase_segments p ON p.case_id = c.id AND p.phase = ? "
-        "WHERE {where} GROUP BY c.id"
+        "SELECT c.id, {group}, MIN(p.start_s), MAX(p.end_s), SUM(p.end_s - p.start_s), NULL "
+        "FROM cases c JOIN phase_segments p ON p.case_id = c.id "
+        "AND p.phase = COALESCE(?, p.phase) WHERE {where} GROUP BY c.id, {group}"
     ),
     "phase_start": (
-        "SELECT c.id, MIN(p.start_s), NULL, MIN(p.start_s), NULL "
-        "FROM cases c JOIN phase_segments p ON p.case_id = c.id AND p.phase = ? "
-        "WHERE {where} GROUP BY c.id"
+        "SELECT c.id, {group}, MIN(p.start_s), NULL, MIN(p.start_s), NULL "
+        "FROM cases c JOIN phase_segments p ON p.case_id = c.id "
+        "AND p.phase = COALESCE(?, p.phase) WHERE {where} GROUP BY c.id, {group}"
     ),
     "phase_order": (
-        "SELECT c.id, p.start_s, p.end_s, NULL, p.phase "
+        "SELECT c.id, {group}, p.start_s, p.end_s, NULL, p.phase "
         "FROM cases c JOIN phase_segments p ON p.case_id = c.id "
         "WHERE {where} ORDER BY c.id, p.start_s"
     ),
     "instrument_first_use": (
-        "SELECT c.id, MIN(i.start_s), NULL, MIN(i.start_s), NULL "
-        "FROM cases c JOIN instrument_intervals i ON i.case_id = c.id AND i.instrument = ? "
-        "WHERE {where} GROUP BY c.id"
+        "SELECT c.id, {group}, MIN(i.start_s), NULL, MIN(i.start_s), NULL "
+        "FROM cases c JOIN instrument_intervals i ON i.case_id = c.id "
+        "AND i.instrument = COALESCE(?, i.instrument) WHERE {where} GROUP BY c.id, {group}"
     ),
     "instrument_last_use": (
-        "SELECT c.id, MAX(i.end_s), NULL, MAX(i.end_s), NULL "
-        "FROM cases c JOIN instrument_intervals i ON i.case_id = c.id AND i.instrument = ? "
-        "WHERE {where} GROUP BY c.id"
+        "SELECT c.id, {group}, MAX(i.end_s), NULL, MAX(i.end_s), NULL "
+        "FROM cases c JOIN instrument_intervals i ON i.case_id = c.id "
+        "AND i.instrument = COALESCE(?, i.instrument) WHERE {where} GROUP BY c.id, {group}"
     ),
     "instrument_total_time": (
-        "SELECT c.id, MIN(i.start_s), MAX(i.end_s), SUM(i.end_s - i.start_s), NULL "
-        "FROM cases c JOIN instrument_intervals i ON i.case_id = c.id AND i.instrument = ? "
-        "WHERE {where} GROUP BY c.id"
+        "SELECT c.id, {group}, MIN(i.start_s), MAX(i.end_s), SUM(i.end_s - i.start_s), NULL "
+        "FROM cases c JOIN instrument_intervals i ON i.case_id = c.id "
+        "AND i.instrument = COALESCE(?, i.instrument) WHERE {where} GROUP BY c.id, {group}"
     ),
     "perception_finding": (
-        "SELECT c.id, a.start_s, a.end_s, NULL, a.answer "
+        "SELECT c.id, {group}, a.start_s, a.end_s, NULL, a.answer "
         "FROM cases c JOIN perception_answers a ON a.case_id = c.id "
         "AND a.answer LIKE ? ESCAPE '\\' "
         "WHERE {where} ORDER BY c.id, a.start_s"
     ),
+}
+# The group column of each `CohortQuery.group_by` (fixed SQL, never the planner's text).
+_GROUPS: dict[str | None, str] = {
+    None: "NULL",
+    "procedure": "COALESCE(c.procedure, '(not recorded)')",
+    "month": "COALESCE(substr(c.date, 1, 7), '(undated)')",
+    "phase": "p.phase",
+    "instrument": "i.instrument",
 }
 
 
@@ -147,7 +163,7 @@ class CohortLibrary:
             BackendError: If the library file cannot be read.
         """
         where, params = _filters(query)
-        sql = _MEASURES[query.measure].format(where=where)
+        sql = _MEASURES[query.measure].format(where=where, group=_GROUPS[query.group_by])
         leading: list[Any] = []
         if query.measure.startswith("phase_") and query.measure != "phase_order":
             leading = [query.phase]
@@ -167,11 +183,17 @@ class CohortLibrary:
         rows = _phase_orders(raw) if query.measure == "phase_order" else [_row(r) for r in raw]
         rows = [row for row in rows if _within(row.value, query.min_value, query.max_value)]
         unit = "none" if query.measure in ("phase_order", "perception_finding") else "seconds"
+        names = sorted({row.group for row in rows if row.group is not None})
+        groups = [
+            CohortGroup(name=n, stats=_stats([r for r in rows if r.group == n], query.statistics))
+            for n in names
+        ]
         return CohortTable(
             query=query,
             cases_considered=count,
             rows=rows,
             stats=_stats(rows, query.statistics),
+            groups=groups,
             unit=unit,
         )
 
@@ -241,24 +263,27 @@ def _escape_like(text: str) -> str:
 
 
 def _row(raw: Sequence[Any]) -> CohortRow:
-    case, start, end, value, text = raw
+    case, group, start, end, value, text = raw
     if text is not None and len(text) > _TEXT_LIMIT:
         text = text[: _TEXT_LIMIT - 1] + "…"
-    return CohortRow(case_id=case, start_s=start, end_s=end, value=value, text=text)
+    return CohortRow(case_id=case, group=group, start_s=start, end_s=end, value=value, text=text)
 
 
 def _phase_orders(raw: Sequence[Sequence[Any]]) -> list[CohortRow]:
     """One row per case: its phases in order, repeats of a phase in a row merged."""
     orders: dict[str, list[str]] = {}
     spans: dict[str, tuple[float, float]] = {}
-    for case, start, end, _, phase in raw:
+    groups: dict[str, str | None] = {}
+    for case, group, start, end, _, phase in raw:
         phases = orders.setdefault(case, [])
         if not phases or phases[-1] != phase:
             phases.append(phase)
-        first = spans.get(case, (start, end))[0]
-        spans[case] = (first, end)
+        spans[case] = (spans.get(case, (start, end))[0], end)
+        groups[case] = group
     return [
-        CohortRow(case_id=c, start_s=spans[c][0], end_s=spans[c][1], text=" > ".join(p))
+        CohortRow(
+            case_id=c, group=groups[c], start_s=spans[c][0], end_s=spans[c][1], text=" > ".join(p)
+        )
         for c, p in orders.items()
     ]
 

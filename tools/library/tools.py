@@ -13,7 +13,14 @@ from langgraph.prebuilt import ToolRuntime
 from surgagent.tools.base import format_time
 from surgagent.tools.errors import ToolInputError
 from surgagent.tools.library.engine import CohortLibrary
-from surgagent.tools.library.types import CohortQuery, CohortTable, Measure, Statistic
+from surgagent.tools.library.types import (
+    CohortQuery,
+    CohortStats,
+    CohortTable,
+    GroupBy,
+    Measure,
+    Statistic,
+)
 
 __all__ = ["describe_table", "make_library_tools"]
 
@@ -35,8 +42,9 @@ _DESCRIPTION = (
     "naming the case). Measures: phase durations and start times, phase order, when an "
     "instrument is first or last seen and how long it is visible, stored perception findings; "
     "filter by case ids, procedure, dates, a phase or instrument present, and a value range "
-    "(seconds). Cite rows as [case-id mm:ss]. Call it once per measure; compare results "
-    "across calls case by case."
+    "(seconds); group by phase, instrument, procedure or month for statistics per group. "
+    "Cite rows as [case-id mm:ss]. Call it once per measure; compare results across calls "
+    "case by case."
 )
 
 
@@ -48,6 +56,15 @@ def _value(table: CohortTable, value: float | None) -> str:
     return f"{value:g}"
 
 
+def _numbers(table: CohortTable, stats: CohortStats) -> str:
+    return "; ".join(
+        f"{name} {_value(table, getattr(stats, name))}"
+        + (f" ({getattr(stats, name + '_case')})" if name in ("min", "max") else "")
+        for name in ("mean", "median", "min", "max")
+        if getattr(stats, name) is not None
+    )
+
+
 def describe_table(table: CohortTable) -> str:
     """The planner's view of a table: what was asked, the statistics, the rows (bounded)."""
     query = table.query
@@ -56,18 +73,15 @@ def describe_table(table: CohortTable) -> str:
         f"{query.measure}{' of ' + subject if subject else ''}: {len(table.rows)} rows over "
         f"{table.cases_considered} indexed cases that pass the filters."
     ]
-    stats = table.stats
-    numbers = [
-        f"{name} {_value(table, getattr(stats, name))}"
-        + (f" ({getattr(stats, name + '_case')})" if name in ("min", "max") else "")
-        for name in ("mean", "median", "min", "max")
-        if getattr(stats, name) is not None
-    ]
+    numbers = _numbers(table, table.stats)
     if numbers:
-        lines.append("Statistics: " + "; ".join(numbers) + ".")
+        lines.append("Statistics: " + numbers + ".")
+    for group in table.groups:
+        lines.append(f"{group.name}: {group.stats.count} rows; {_numbers(table, group.stats)}.")
     for row in table.rows[:_ROWS_SHOWN]:
         shown = row.text if row.text is not None else _value(table, row.value)
-        lines.append(f"- [{row.case_id} {row.span()}] {shown}".replace(" ]", "]"))
+        label = f"{row.group}: " if row.group is not None else ""
+        lines.append(f"- [{row.case_id} {row.span()}] {label}{shown}".replace(" ]", "]"))
     if len(table.rows) > _ROWS_SHOWN:
         lines.append(f"... {len(table.rows) - _ROWS_SHOWN} more rows: narrow the filters.")
     if not table.rows:
@@ -94,6 +108,7 @@ def query_library_tool(
     min_value: float | None = None,
     max_value: float | None = None,
     statistics: list[Statistic] | None = None,
+    group_by: GroupBy | None = None,
 ) -> tuple[str, CohortTable]:
     """Run a cohort query on the run's library (the description above is the manual)."""
     library = runtime.context.library
@@ -110,6 +125,7 @@ def query_library_tool(
         "date_to": date_to,
         "min_value": min_value,
         "max_value": max_value,
+        "group_by": group_by,
     }
     if statistics is not None:
         args["statistics"] = statistics

@@ -12,7 +12,16 @@ from pydantic import BaseModel, Field, model_validator
 
 from surgagent.tools.base import Evidence, ToolResult, format_time
 
-__all__ = ["CohortQuery", "CohortRow", "CohortStats", "CohortTable", "Measure", "Statistic"]
+__all__ = [
+    "CohortGroup",
+    "CohortQuery",
+    "CohortRow",
+    "CohortStats",
+    "CohortTable",
+    "GroupBy",
+    "Measure",
+    "Statistic",
+]
 
 Measure = Literal[
     "cases",
@@ -25,6 +34,7 @@ Measure = Literal[
     "perception_finding",
 ]
 Statistic = Literal["count", "mean", "median", "min", "max"]
+GroupBy = Literal["phase", "instrument", "procedure", "month"]
 
 _NEEDS: dict[str, str] = {
     "phase_duration": "phase",
@@ -80,10 +90,24 @@ class CohortQuery(BaseModel):
         default_factory=lambda: list(_ALL_STATISTICS),
         description="Summary numbers over the rows' values.",
     )
+    group_by: GroupBy | None = Field(
+        None,
+        description="Rows and statistics per group: 'phase' (phase_duration / phase_start of "
+        "every phase, `phase` may be left out), 'instrument' (the instrument_* measures of "
+        "every instrument, `instrument` may be left out), 'procedure', or 'month' (YYYY-MM of "
+        "the case's date).",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> CohortQuery:
         needed = _NEEDS.get(self.measure)
+        if self.group_by in ("phase", "instrument"):
+            if needed != self.group_by or self.measure == "phase_order":
+                raise ValueError(
+                    f"group_by {self.group_by!r} goes with the {self.group_by} measures "
+                    f"({', '.join(m for m, n in _NEEDS.items() if n == self.group_by)})"
+                )
+            needed = None  # every phase (or instrument), one group each
         if needed and not getattr(self, needed):
             raise ValueError(f"measure {self.measure!r} needs `{needed}`")
         if self.date_from and self.date_to and self.date_from > self.date_to:
@@ -95,6 +119,7 @@ class CohortRow(BaseModel):
     """One case's (or one stored answer's) line of the table, with the time range it rests on."""
 
     case_id: str
+    group: str | None = Field(None, description="the row's group, where the query groups")
     start_s: float | None = None
     end_s: float | None = None
     value: float | None = Field(None, description="the measured number (seconds for times)")
@@ -121,6 +146,13 @@ class CohortStats(BaseModel):
     max_case: str | None = None
 
 
+class CohortGroup(BaseModel):
+    """The statistics of one group of rows (a phase, instrument, procedure or month)."""
+
+    name: str
+    stats: CohortStats
+
+
 class CohortTable(ToolResult):
     """The result of `query_library`: one row per case (or stored answer) and the statistics."""
 
@@ -129,6 +161,9 @@ class CohortTable(ToolResult):
     cases_considered: int = Field(description="indexed cases that passed the filters")
     rows: list[CohortRow]
     stats: CohortStats
+    groups: list[CohortGroup] = Field(
+        default_factory=list, description="per-group statistics, where the query groups"
+    )
     unit: Literal["seconds", "none"] = "seconds"
 
     def evidence(self) -> list[Evidence]:
@@ -142,7 +177,9 @@ class CohortTable(ToolResult):
                 Evidence(
                     kind="tool_output",
                     tool="query_library",
-                    summary=f"{row.case_id}: {self.query.measure} {what}".strip(),
+                    summary=" ".join(
+                        f"{row.case_id}: {self.query.measure} {row.group or ''} {what}".split()
+                    ),
                     time=row.start_s,
                     end=row.end_s if row.end_s != row.start_s else None,
                     case_id=row.case_id,
