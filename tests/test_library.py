@@ -235,7 +235,7 @@ def test_two_processes_write_one_library_without_losing_a_case(tmp_path: Path) -
 
 
 OPENER = """
-import os, sys, time
+import sys, time
 from pathlib import Path
 from surgagent.agent.api import sqlite_checkpointer
 from surgagent.library.store import LibraryStore

@@ -301,10 +301,10 @@ class ReviewServer:
         """
         if case.kind != "video":
             return None
-        place = key.replace(":", "/", 1) if key.startswith(LIBRARY_KEY) else key
-        target = self._scratch() / "cases" / place
+        target = self._scratch() / "cases" / key  # an upload's key ends in its file name
         if key.startswith(LIBRARY_KEY):
-            target = target / case.source.name
+            library_id = key.removeprefix(LIBRARY_KEY)
+            target = self._scratch() / "cases" / "library" / library_id / case.source.name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:

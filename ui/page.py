@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build_page", "serve"]
 
+_OPEN_A_CASE = "Open a case first: upload a video or pick one."
+
 _URL_SCRIPT = """
 (session) => {
   if (!session) return;
@@ -152,7 +154,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             yield history, "", *(gr.update(),) * 4, gr.update(), gr.update()
             return
         if not key or not thread_id:
-            message = "Open a case first: upload a video or pick one."
+            message = _OPEN_A_CASE
             yield history, question, *(gr.update(),) * 4, views.banner(message), gr.update()
             return
         owner = owner_of(request)
@@ -181,9 +183,9 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
 
     def on_library_open(asked: str, request: gr.Request) -> tuple[Any, ...]:
         # "<case id> <seconds> <nonce>" from a click in the cohort view (see views.SEEK_SCRIPT)
-        case_id, _, rest = (asked or "").strip().partition(" ")
+        case_id, *rest = (asked or "").split() or [""]
         try:
-            seconds = max(0.0, float(rest.split()[0])) if rest.split() else 0.0
+            seconds = max(0.0, float(rest[0])) if rest else 0.0
         except ValueError:
             seconds = 0.0
         stay = (gr.update(), gr.update())
@@ -194,7 +196,8 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
             opened_case = case_outputs(LIBRARY_KEY + case_id, None, owner)
         except (NotYours, SurgAgentError) as error:
             return (*empty_outputs(f"Cannot open {case_id[:40]}: {error}"), *stay)
-        return (*opened_case, gr.Tabs(selected="review"), f"{seconds:.2f} {rest}")
+        nonce = " ".join(rest)  # a click on the same row again must still change the box
+        return (*opened_case, gr.Tabs(selected="review"), f"{seconds:.2f} {nonce}")
 
     def on_cohort(measure: CohortMeasure, request: gr.Request) -> tuple[str, str, str]:
         try:
@@ -220,7 +223,7 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         form: ReportForm, key: str | None, thread_id: str | None, request: gr.Request
     ) -> tuple[Any, str]:
         if not key:
-            return None, views.banner("Open a case first: upload a video or pick one.")
+            return None, views.banner(_OPEN_A_CASE)
         try:
             made = server.report(key, thread_id, owner_of(request), form)
         except (NotYours, SurgAgentError) as error:
