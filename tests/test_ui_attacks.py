@@ -234,11 +234,18 @@ def test_a_library_not_shared_is_out_of_reach(site: Site) -> None:
     bob = site.client("bob")
     endpoints = json.dumps(bob.view_api(print_info=False, return_format="dict"))
     assert "/on_cohort" not in endpoints and "/on_ask_library" not in endpoints
-    for asked in (f"{LIBRARY_CASE} 3 1", f"{site.data.parent}/archive/library-case.mp4 0 1"):
+    for asked in (
+        f"{LIBRARY_CASE} 3 1",
+        f"{site.data.parent}/archive/library-case.mp4 0 1",
+        f"{LIBRARY_CASE} inf nan",
+        "../" * 2000 + "library-case.mp4 1e309 x",
+    ):
         opened = bob.predict(asked, api_name="/on_library_open")
         text = json.dumps(opened)
         assert "Cannot open" in text and '"path"' not in text, text  # no video
         assert not leaks(text, site, sent=asked.split()[0])
+    for nothing in ("", "   "):  # no case named: nothing opens, nothing is said
+        assert "Cannot open" not in json.dumps(bob.predict(nothing, api_name="/on_library_open"))
     assert f"'bob' asked for library case '{LIBRARY_CASE}'; refused" in site.log()
 
 

@@ -11,6 +11,7 @@ collapsible panel with the planner's reasoning and the tool trace.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import shutil
 import tempfile
@@ -187,6 +188,8 @@ def build_page(server: ReviewServer) -> gr.Blocks:  # noqa: C901 (one closure pe
         try:
             seconds = max(0.0, float(rest[0])) if rest else 0.0
         except ValueError:
+            seconds = 0.0
+        if not math.isfinite(seconds):  # "inf" would reach the video as NaN
             seconds = 0.0
         stay = (gr.update(), gr.update())
         if not case_id:
